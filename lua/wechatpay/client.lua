@@ -1,0 +1,537 @@
+-- The APIv3 client: configuration, and the path every call takes:
+-- encode, sign, send, verify, decode, and map errors.
+local core = require("wechatpay.core")
+local errors = require("wechatpay.errors")
+local keystore = require("wechatpay.keystore")
+
+local error = error
+local floor = math.floor
+local ipairs = ipairs
+local os_time = os.time
+local pairs = pairs
+local setmetatable = setmetatable
+local sort = table.sort
+local tostring = tostring
+local type = type
+local concat = table.concat
+local format = string.format
+
+local _M = { _VERSION = core.VERSION }
+
+local mt = { __index = _M }
+
+local DEFAULT_BASE_URL = "https://api.mch.weixin.qq.com"
+
+-- Options wechatpay.new accepts; anything else is a config error, so
+-- that a misspelt option is not silently ignored.
+local OPTIONS = {
+    mchid = true, serial_no = true,
+    private_key = true, private_key_file = true,
+    apiv3_key = true,
+    public_key = true, public_key_file = true, public_key_id = true,
+    base_url = true, timeout = true, connect_timeout = true,
+    max_response_size = true, ca_file = true, sub_mchid = true,
+    clock = true, transport = true,
+}
+
+local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
+
+local config_error = errors.config
+
+local function read_file(field, path)
+    if type(path) ~= "string" then
+        return config_error(field, "must be a file path, got " .. type(path))
+    end
+    local f, err = io.open(path, "rb")
+    if not f then
+        return config_error(field, "cannot read the file: " .. err)
+    end
+    local data = f:read("a")
+    f:close()
+    return data
+end
+
+-- Returns the PEM text of option name, given inline or as name_file.
+local function pem_option(opts, name)
+    local inline = opts[name]
+    local path = opts[name .. "_file"]
+    if inline ~= nil and path ~= nil then
+        return config_error(name, "give either " .. name .. " or " .. name .. "_file, not both")
+    end
+    if path ~= nil then
+        return read_file(name .. "_file", path)
+    end
+    if inline ~= nil and type(inline) ~= "string" then
+        return config_error(name, "must be a PEM string, got " .. type(inline))
+    end
+    return inline
+end
+
+-- Checks a short identifier such as mchid that goes into a header.
+local function identifier(opts, name, required)
+    local value = opts[name]
+    if value == nil and not required then
+        return nil
+    end
+    if type(value) ~= "string" or value == "" then
+        return config_error(name, "must be a non-empty string")
+    end
+    if #value > 64 or value:find("[%c\"\\ ]") then
+        return config_error(name, "must be at most 64 characters, without spaces, "
+            .. "quotes, backslashes or control characters")
+    end
+    return value
+end
+
+-- Checks base_url: https, or http on a loopback host (the sandbox); no
+-- path, query or user name.
+local function base_url_option(value)
+    if value == nil then
+        return DEFAULT_BASE_URL
+    end
+    if type(value) ~= "string" then
+        return config_error("base_url", "must be a string")
+    end
+    local url = value:gsub("/+$", "")
+    local scheme, host = url:match("^(https?)://([^/?#@]+)$")
+    if not scheme then
+        return config_error("base_url", "must look like https://host[:port], got " .. value)
+    end
+    local hostname = host:match("^%[(.*)%]") or host:match("^[^:]+")
+    local loopback = hostname == "localhost" or hostname == "::1"
+        or (hostname and hostname:match("^127%.%d+%.%d+%.%d+$") ~= nil)
+    if scheme == "http" and not loopback then
+        return config_error("base_url", "must use https; plain http is allowed only "
+            .. "on a loopback address, for the sandbox")
+    end
+    return url
+end
+
+local function number_option(opts, name, default, max)
+    local value = opts[name]
+    if value == nil then
+        return default
+    end
+    if type(value) ~= "number" or not (value > 0) or value > max then
+        return config_error(name, format("must be a number greater than 0 and at most %s",
+            tostring(max)))
+    end
+    return value
+end
+
+local function load_private_key(opts)
+    local pem, err = pem_option(opts, "private_key")
+    if err then
+        return nil, err
+    end
+    if not pem then
+        return config_error("private_key", "is required (or private_key_file)")
+    end
+    local key, why = core.load_private_key(pem)
+    if not key then
+        return config_error(opts.private_key_file and "private_key_file" or "private_key", why)
+    end
+    return key
+end
+
+-- Loads the verification keys: the public key and/or the APIv3 key.
+local function load_keystore(opts, clock)
+    local pem, err = pem_option(opts, "public_key")
+    if err then
+        return nil, err
+    end
+    local public_key, public_key_id
+    if pem then
+        public_key_id, err = identifier(opts, "public_key_id", true)
+        if err then
+            return nil, err
+        end
+        local why
+        public_key, why = core.load_public_key(pem)
+        if not public_key then
+            return config_error(opts.public_key_file and "public_key_file" or "public_key", why)
+        end
+    elseif opts.public_key_id ~= nil then
+        return config_error("public_key_id", "is set but public_key (or public_key_file) is not")
+    end
+
+    local apiv3_key
+    if opts.apiv3_key ~= nil then
+        if type(opts.apiv3_key) ~= "string" or #opts.apiv3_key ~= 32 then
+            return config_error("apiv3_key", format("must be the 32-byte APIv3 key set in the "
+                .. "merchant platform, got %s", type(opts.apiv3_key) == "string"
+                and #opts.apiv3_key .. " bytes" or type(opts.apiv3_key)))
+        end
+        apiv3_key = assert(core.new_aead_key(opts.apiv3_key))
+    end
+
+    if not public_key and not apiv3_key then
+        return config_error("apiv3_key", "configure apiv3_key (platform certificates) or "
+            .. "public_key and public_key_id (WeChat Pay public key), or both")
+    end
+    return keystore.new({
+        public_key = public_key,
+        public_key_id = public_key_id,
+        apiv3_key = apiv3_key,
+        clock = clock,
+    })
+end
+
+local function user_agent()
+    return format("lua-wechatpay/%s (%s) %s curl/%s", core.VERSION, core.system(),
+        _VERSION:gsub(" ", "/"), core.curl_version())
+end
+
+local function check_options(opts)
+    for key in pairs(opts) do
+        if not OPTIONS[key] then
+            return config_error(tostring(key), "unknown option")
+        end
+    end
+    if opts.clock ~= nil and type(opts.clock) ~= "function" then
+        return config_error("clock", "must be a function returning Unix seconds")
+    end
+    if opts.transport ~= nil and type(opts.transport) ~= "function" then
+        return config_error("transport", "must be a function(request) returning a response")
+    end
+    return true
+end
+
+-- Wraps a user-supplied transport function as a transport object.
+local function custom_transport(fn)
+    return {
+        send = function(_, req)
+            local res, err = fn(req)
+            if res then
+                return res
+            end
+            if errors.is_error(err) then
+                return nil, err
+            end
+            return nil, errors.new("network", format("%s %s: %s", req.method, req.url,
+                tostring(err)), { reason = "other" })
+        end,
+        close = function() end,
+    }
+end
+
+local function make_transport(opts)
+    if opts.transport then
+        return custom_transport(opts.transport)
+    end
+    return require("wechatpay.transport.curl").new({
+        timeout = opts.timeout,
+        connect_timeout = opts.connect_timeout,
+        max_response_size = opts.max_response_size,
+        user_agent = user_agent(),
+        ca_file = opts.ca_file,
+    })
+end
+
+-- Builds a client from opts (see the README for each option).  Returns
+-- the client, or nil and a config error.  Raises when opts is not a table.
+function _M.new(opts)
+    if type(opts) ~= "table" then
+        error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    local ok, err = check_options(opts)
+    if not ok then
+        return nil, err
+    end
+
+    local self = { clock = opts.clock or os_time }
+    local steps = {
+        { "mchid", function() return identifier(opts, "mchid", true) end },
+        { "serial_no", function() return identifier(opts, "serial_no", true) end },
+        { "sub_mchid", function() return identifier(opts, "sub_mchid", false) end },
+        { "base_url", function() return base_url_option(opts.base_url) end },
+        { "timeout", function() return number_option(opts, "timeout", 10, 86400) end },
+        { "connect_timeout", function()
+            return number_option(opts, "connect_timeout", 5, 86400) end },
+        { "max_response_size", function()
+            return number_option(opts, "max_response_size", 1024 * 1024, 1024 ^ 3) end },
+        { "private_key", function() return load_private_key(opts) end },
+        { "keys", function() return load_keystore(opts, self.clock) end },
+    }
+    for _, step in ipairs(steps) do
+        local value, step_err = step[2]()
+        if step_err then
+            return nil, step_err
+        end
+        self[step[1]] = value
+    end
+    self.connect_timeout = math.min(self.connect_timeout, self.timeout)
+    if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then
+        return config_error("ca_file", "must be a file path")
+    end
+
+    local transport, terr = make_transport({
+        timeout = self.timeout,
+        connect_timeout = self.connect_timeout,
+        max_response_size = floor(self.max_response_size),
+        ca_file = opts.ca_file,
+        transport = opts.transport,
+    })
+    if not transport then
+        return nil, terr
+    end
+    self.transport = transport
+    return setmetatable(self, mt)
+end
+
+function mt.__tostring(self)
+    local mode
+    if self.keys.public_key and self.keys.apiv3_key then
+        mode = "public key and platform certificates"
+    elseif self.keys.public_key then
+        mode = "public key"
+    else
+        mode = "platform certificates"
+    end
+    return format("wechatpay.Client (mchid %s, serial_no %s, %s, %s)", self.mchid,
+        self.serial_no, mode, self.base_url)
+end
+
+-- Releases the connection and the keys; the client is unusable after.
+function _M:close()
+    if self.transport then
+        self.transport:close()
+        self.keys:close()
+        self.private_key:close()
+        self.transport = nil
+    end
+end
+
+mt.__close = _M.close
+mt.__gc = _M.close
+
+-- {======================================================================
+-- Requests
+-- =======================================================================
+
+-- Percent-encodes everything but RFC 3986 unreserved characters.
+local function percent_encode(s)
+    return (s:gsub("[^A-Za-z0-9%-._~]", function(c)
+        return format("%%%02X", c:byte())
+    end))
+end
+_M.percent_encode = percent_encode
+
+-- Builds a query string from a string (taken as is), an array of
+-- { name, value } pairs (kept in order) or a table (sorted by name).
+local function build_query(query)
+    if type(query) == "string" then
+        return query
+    end
+    local pairs_list = {}
+    if query[1] ~= nil then
+        pairs_list = query
+    else
+        for k, v in pairs(query) do
+            pairs_list[#pairs_list + 1] = { k, v }
+        end
+        sort(pairs_list, function(a, b) return tostring(a[1]) < tostring(b[1]) end)
+    end
+    local parts = {}
+    for i, pair in ipairs(pairs_list) do
+        parts[i] = percent_encode(tostring(pair[1])) .. "=" .. percent_encode(tostring(pair[2]))
+    end
+    return concat(parts, "&")
+end
+
+-- Turns a non-2xx response into an api error, using the platform's
+-- { code, message, detail } body when there is one.
+local function api_error(res)
+    local body = res.body ~= "" and core.json_decode(res.body) or nil
+    local fields = { status = res.status, request_id = res.headers["request-id"] }
+    local message
+    if type(body) == "table" and type(body.code) == "string" then
+        fields.code = body.code
+        fields.detail = body.detail ~= core.null and body.detail or nil
+        message = type(body.message) == "string" and body.message or "(no message)"
+    else
+        message = format("HTTP %d without an error body", res.status)
+        if res.body ~= "" then
+            message = format("HTTP %d with a body that is not a platform error: %s",
+                res.status, res.body:sub(1, 120):gsub("[%c]", " "))
+        end
+    end
+    return nil, errors.new("api", message, fields)
+end
+
+-- Signs and sends one request; returns the raw response, or nil, err for
+-- a network failure or a non-2xx status.  The response is not verified.
+function _M:_send(method, url_path, body, headers)
+    if not self.transport then
+        return nil, errors.new("config", "the client is closed")
+    end
+    local auth, err = core.authorization(self.private_key, self.mchid, self.serial_no,
+        method, url_path, body or "", floor(self.clock()))
+    if not auth then
+        return nil, errors.new("input", "cannot sign the request: " .. err)
+    end
+
+    local list = {
+        "Authorization: " .. auth,
+        "Accept: application/json",
+    }
+    if body then
+        list[#list + 1] = "Content-Type: application/json"
+    end
+    for name, value in pairs(headers or {}) do
+        list[#list + 1] = name .. ": " .. value
+    end
+
+    local res, send_err = self.transport:send({
+        method = method,
+        url = self.base_url .. url_path,
+        headers = list,
+        body = body,
+        timeout = self.timeout,
+    })
+    if not res then
+        return nil, send_err
+    end
+    if res.status < 200 or res.status > 299 then
+        return api_error(res)
+    end
+    return res
+end
+
+-- Fetches the platform certificates, for the key store.
+function _M:_fetch_certificates()
+    return self:_send("GET", "/v3/certificates", nil, nil)
+end
+
+local function fetcher(self)
+    return function()
+        return self:_fetch_certificates()
+    end
+end
+
+-- Returns the serial and key that encrypt sensitive fields now.
+function _M:_encryption_key()
+    return self.keys:encryption_key(fetcher(self))
+end
+
+-- Sends a request and verifies its response.  opts: query, body (a table
+-- encoded as JSON, or a JSON string sent as is), serial (the value of
+-- Wechatpay-Serial), headers (more headers).  Returns the response
+-- { status, headers, body, data, request_id } or nil and an error.
+function _M:_call(method, path, opts)
+    local url_path = path
+    if opts.query ~= nil then
+        local query = build_query(opts.query)
+        if query ~= "" then
+            url_path = url_path .. "?" .. query
+        end
+    end
+
+    local body = opts.body
+    if type(body) == "table" then
+        local encoded, why = core.json_encode(body)
+        if not encoded then
+            return nil, errors.new("input", "body: " .. why, { field = "body" })
+        end
+        body = encoded
+    end
+
+    local headers = {}
+    for name, value in pairs(opts.headers or {}) do
+        headers[name] = value
+    end
+    local serial = opts.serial or self.keys:default_serial()
+    if serial then
+        headers["Wechatpay-Serial"] = serial
+    end
+
+    local res, err = self:_send(method, url_path, body, headers)
+    if not res then
+        return nil, err
+    end
+    local ok, verr = self.keys:verify(res, fetcher(self))
+    if not ok then
+        return nil, verr
+    end
+
+    res.request_id = res.headers["request-id"]
+    if res.body ~= "" then
+        local data, why = core.json_decode(res.body)
+        if data == nil then
+            return nil, errors.new("api", "response body is not valid JSON: " .. why, {
+                status = res.status, request_id = res.request_id,
+            })
+        end
+        res.data = data
+    end
+    return res
+end
+
+local function check_request_args(method, path, opts)
+    if type(method) ~= "string" then
+        error("bad argument #1 to 'request' (string expected, got " .. type(method) .. ")", 3)
+    end
+    if type(path) ~= "string" then
+        error("bad argument #2 to 'request' (string expected, got " .. type(path) .. ")", 3)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+        error("bad argument #3 to 'request' (table expected, got " .. type(opts) .. ")", 3)
+    end
+end
+
+-- Calls any APIv3 endpoint.  method: GET, POST, PUT, PATCH or DELETE;
+-- path: "/v3/...", without a query.  See _call for opts and the result.
+function _M:request(method, path, opts)
+    check_request_args(method, path, opts)
+    opts = opts or {}
+    method = method:upper()
+    if not METHODS[method] then
+        return errors.input("method", "must be GET, POST, PUT, PATCH or DELETE, got " .. method)
+    end
+    if path:sub(1, 1) ~= "/" or path:find("[?#%s]") then
+        return errors.input("path", "must start with / and contain no query, fragment "
+            .. "or spaces (pass the query in opts.query)")
+    end
+    local body = opts.body
+    if body ~= nil and type(body) ~= "table" and type(body) ~= "string" then
+        return errors.input("body", "must be a table or a JSON string, got " .. type(body))
+    end
+    return self:_call(method, path, opts)
+end
+
+-- Encrypts a sensitive field for a request.  Returns the base64
+-- ciphertext and the serial to send in Wechatpay-Serial, or nil, err.
+function _M:encrypt(plaintext)
+    if type(plaintext) ~= "string" then
+        error("bad argument #1 to 'encrypt' (string expected, got " .. type(plaintext) .. ")", 2)
+    end
+    local serial, key = self:_encryption_key()
+    if not serial then
+        return nil, key
+    end
+    local cipher, why = key:encrypt(plaintext)
+    if not cipher then
+        return nil, errors.new("input", why)
+    end
+    return cipher, serial
+end
+
+-- Decrypts a field the platform encrypted with the merchant's key.
+function _M:decrypt(ciphertext)
+    if type(ciphertext) ~= "string" then
+        error("bad argument #1 to 'decrypt' (string expected, got " .. type(ciphertext) .. ")", 2)
+    end
+    local plain, why = self.private_key:decrypt(ciphertext)
+    if not plain then
+        return nil, errors.new("decrypt", why)
+    end
+    return plain
+end
+
+-- Lists the keys the client verifies with: serial, not_before,
+-- not_after (absent for the public key) and source.
+function _M:certificates()
+    return self.keys:list()
+end
+
+return _M

@@ -1,0 +1,70 @@
+-- Error values returned by the client: a table with kind and message,
+-- plus status, code, detail and request_id for platform answers, and a
+-- readable one-line tostring.
+local getmetatable = getmetatable
+local pairs = pairs
+local setmetatable = setmetatable
+local tostring = tostring
+local type = type
+local concat = table.concat
+
+local _M = {}
+
+-- The kinds a caller can branch on.
+_M.KINDS = {
+    config = true,   -- the client's options are wrong
+    input = true,    -- a value given to a call would be refused
+    network = true,  -- the request could not be sent or answered
+    api = true,      -- the platform answered with an error status
+    verify = true,   -- the response signature could not be verified
+    decrypt = true,  -- an encrypted field or resource could not be read
+}
+
+local mt = {}
+mt.__index = mt
+
+function mt.__tostring(err)
+    local parts = { "wechatpay: ", err.kind, " error" }
+    if err.status then
+        parts[#parts + 1] = ": HTTP " .. tostring(err.status)
+    end
+    if err.code then
+        parts[#parts + 1] = (err.status and " " or ": ") .. tostring(err.code)
+    end
+    parts[#parts + 1] = ": " .. tostring(err.message)
+    if err.request_id then
+        parts[#parts + 1] = " (Request-ID " .. tostring(err.request_id) .. ")"
+    end
+    return concat(parts)
+end
+
+-- Creates an error.  fields may add status, code, detail, request_id,
+-- field (the option or input at fault) and reason (a short code).
+function _M.new(kind, message, fields)
+    if not _M.KINDS[kind] then
+        error("unknown error kind " .. tostring(kind), 2)
+    end
+    local err = { kind = kind, message = message }
+    if type(fields) == "table" then
+        for k, v in pairs(fields) do
+            err[k] = v
+        end
+    end
+    return setmetatable(err, mt)
+end
+
+-- Returns true for an error made here.
+function _M.is_error(value)
+    return getmetatable(value) == mt
+end
+
+-- Shortcuts returning nil, err for the common kinds.
+function _M.config(field, message)
+    return nil, _M.new("config", field .. ": " .. message, { field = field })
+end
+
+function _M.input(field, message)
+    return nil, _M.new("input", field .. ": " .. message, { field = field })
+end
+
+return _M

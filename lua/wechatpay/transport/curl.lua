@@ -1,0 +1,61 @@
+-- The Lua 5.4 transport: one libcurl handle per client, reused so that
+-- its connection stays open between calls.  A call blocks the thread
+-- until the response arrives or a timeout passes.
+local core = require("wechatpay.core")
+local errors = require("wechatpay.errors")
+
+local format = string.format
+local setmetatable = setmetatable
+
+local _M = {}
+
+local mt = { __index = _M }
+
+-- Readable sentences for the transport's failure codes.
+local REASONS = {
+    connect = "could not connect",
+    resolve = "could not resolve the host",
+    timeout = "timed out",
+    tls = "TLS handshake or certificate verification failed",
+    reset = "connection closed or reset",
+    too_large = "response too large",
+    truncated = "response body truncated",
+    protocol = "invalid HTTP response",
+    other = "request failed",
+}
+
+-- Creates a transport.  opts: timeout, connect_timeout (seconds),
+-- max_response_size (bytes), user_agent, ca_file.
+function _M.new(opts)
+    local http, err = core.new_http({
+        timeout = opts.timeout,
+        connect_timeout = opts.connect_timeout,
+        max_response_size = opts.max_response_size,
+        user_agent = opts.user_agent,
+        ca_file = opts.ca_file,
+    })
+    if not http then
+        return nil, errors.new("config", "cannot create the HTTP client: " .. err)
+    end
+    return setmetatable({ http = http }, mt)
+end
+
+-- Sends req = { method, url, headers = { "Name: value", ... }, body }.
+-- Returns { status, headers (lower-case names), body } or nil and a
+-- network error whose reason is one of the REASONS keys and whose sent
+-- field tells whether any of the request went out.
+function _M:send(req)
+    local res, code, message, sent = self.http:request(req.method, req.url,
+        req.headers, req.body)
+    if res then
+        return res
+    end
+    return nil, errors.new("network", format("%s %s: %s: %s", req.method,
+        req.url, REASONS[code] or code, message), { reason = code, sent = sent })
+end
+
+function _M:close()
+    self.http:close()
+end
+
+return _M
