@@ -1,0 +1,63 @@
+-- Builds with `luarocks --lua-version 5.4 make rockspec/lua-wechatpay-0.1.0-1.rockspec`
+-- from a checkout; nothing is downloaded.
+rockspec_format = "3.0"
+package = "lua-wechatpay"
+version = "0.1.0-1"
+
+source = {
+    url = "git+https://github.com/lua-wechatpay/lua-wechatpay.git",
+    tag = "v0.1.0",
+}
+
+description = {
+    summary = "WeChat Pay APIv3 client with a C core, for the smartguide staff calls",
+    detailed = [[
+Signs requests, verifies responses, encrypts and decrypts sensitive fields
+and manages platform certificates or the WeChat Pay public key; covers the
+"Pay as a Service" (/v3/smartguide) staff calls and any other APIv3 call.
+Includes a local sandbox of the platform for offline development.]],
+    license = "MIT",
+}
+
+dependencies = {
+    "lua >= 5.4",
+}
+
+-- Debian keeps libcurl's headers under the multiarch include folder, where
+-- LuaRocks does not look, so libcurl is found by its library.
+external_dependencies = {
+    OPENSSL = { header = "openssl/evp.h" },
+    CURL = { library = "curl" },
+    CJSON = { header = "cjson/cJSON.h" },
+}
+
+build = {
+    type = "builtin",
+    modules = {
+        ["wechatpay.core"] = {
+            sources = {
+                "csrc/wxp_util.c", "csrc/wxp_key.c", "csrc/wxp_crypto.c",
+                "csrc/wxp_message.c", "csrc/wxp_store.c", "csrc/wxp_certs.c",
+                "csrc/wxp_json.c", "csrc/wxp_http.c", "csrc/wxp_testca.c",
+                "csrc/lwxp.c", "csrc/lwxp_json.c",
+            },
+            defines = { "_DEFAULT_SOURCE" },
+            incdirs = { "$(OPENSSL_INCDIR)", "$(CJSON_INCDIR)" },
+            libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)", "$(CJSON_LIBDIR)" },
+            libraries = { "ssl", "crypto", "curl", "cjson" },
+        },
+        ["wechatpay"] = "lua/wechatpay.lua",
+        ["wechatpay.client"] = "lua/wechatpay/client.lua",
+        ["wechatpay.errors"] = "lua/wechatpay/errors.lua",
+        ["wechatpay.keystore"] = "lua/wechatpay/keystore.lua",
+        ["wechatpay.smartguide"] = "lua/wechatpay/smartguide.lua",
+        ["wechatpay.validate"] = "lua/wechatpay/validate.lua",
+        ["wechatpay.transport.curl"] = "lua/wechatpay/transport/curl.lua",
+        ["wechatpay.sandbox"] = "lua/wechatpay/sandbox.lua",
+    },
+    install = {
+        bin = {
+            ["wechatpay-sandbox"] = "bin/wechatpay-sandbox",
+        },
+    },
+}

@@ -1,0 +1,190 @@
+-- Shared helpers for the specs: files, temporary folders, the openssl
+-- command line, the known-answer vectors and the sandbox.
+local core = require("wechatpay.core")
+
+local helper = {}
+
+local temp_dirs = {}
+
+function helper.read(path)
+    local f = assert(io.open(path, "rb"))
+    local data = f:read("a")
+    f:close()
+    return data
+end
+
+function helper.write(path, data, mode)
+    local f = assert(io.open(path, "wb"))
+    f:write(data)
+    f:close()
+    if mode then
+        assert(os.execute(string.format("chmod %s '%s'", mode, path)))
+    end
+    return path
+end
+
+function helper.exists(path)
+    local f = io.open(path, "rb")
+    if f then
+        f:close()
+    end
+    return f ~= nil
+end
+
+-- Quotes a string for /bin/sh.
+function helper.shell_quote(s)
+    return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+-- Runs a shell command; returns its stdout, and true when it exited 0.
+function helper.run(command)
+    local p = assert(io.popen(command, "r"))
+    local out = p:read("a")
+    local ok = p:close()
+    return out, ok == true
+end
+
+function helper.sleep(seconds)
+    os.execute(string.format("sleep %.3f", seconds))
+end
+
+-- Makes a temporary folder that helper.cleanup() removes.
+function helper.tmpdir()
+    local dir = helper.run("mktemp -d /tmp/wechatpay-spec.XXXXXX"):gsub("%s+$", "")
+    assert(dir ~= "", "mktemp failed")
+    temp_dirs[#temp_dirs + 1] = dir
+    return dir
+end
+
+function helper.cleanup()
+    for _, dir in ipairs(temp_dirs) do
+        os.execute("rm -rf " .. helper.shell_quote(dir))
+    end
+    temp_dirs = {}
+end
+
+-- Runs the openssl command line; input, when given, goes to its stdin
+-- through a file.  Returns stdout and whether it succeeded.
+function helper.openssl(args, input)
+    local command = "openssl " .. args
+    if input then
+        local dir = helper.tmpdir()
+        local path = helper.write(dir .. "/stdin", input)
+        command = command .. " < " .. helper.shell_quote(path)
+    end
+    return helper.run(command .. " 2>/dev/null")
+end
+
+-- The known-answer vectors live outside the project; nil when absent.
+helper.vectors_dir = os.getenv("WXP_VECTORS") or "../shared/vectors"
+
+function helper.vectors()
+    local path = helper.vectors_dir .. "/vectors.json"
+    if not helper.exists(path) then
+        return nil
+    end
+    return assert(core.json_decode(helper.read(path)))
+end
+
+function helper.vector_file(name)
+    return helper.read(helper.vectors_dir .. "/" .. name)
+end
+
+-- Our own process id, so that the sandbox can exit when we do.
+local function own_pid()
+    local stat = helper.read("/proc/self/stat")
+    return stat:match("^(%d+)")
+end
+
+local control_http
+
+-- Sends a request to the sandbox's unsigned control API (/sandbox/...).
+local function control(base_url, method, path, body)
+    control_http = control_http or assert(core.new_http({ timeout = 10 }))
+    local payload = body and assert(core.json_encode(body)) or nil
+    local res, code, message = control_http:request(method, base_url .. path,
+        { "Content-Type: application/json", "Accept: application/json" },
+        payload)
+    assert(res, "sandbox control request failed: " .. tostring(code)
+        .. " " .. tostring(message))
+    assert(res.status < 300, "sandbox control " .. path .. " returned "
+        .. res.status .. ": " .. res.body)
+    if res.body ~= "" then
+        return assert(core.json_decode(res.body))
+    end
+    return true
+end
+
+-- Starts a sandbox in its own process.  opts: mode ("certificate",
+-- "public_key" or "both"), tls (boolean), args (more command-line text).
+-- Returns a handle with config (the decoded sandbox.json), base_url,
+-- control(method, path, body) and stop().
+function helper.start_sandbox(opts)
+    opts = opts or {}
+    local dir = helper.tmpdir()
+    local args = string.format("--port 0 --dir %s --mode %s --parent-pid %s",
+        helper.shell_quote(dir), opts.mode or "certificate", own_pid())
+    if opts.tls then
+        args = args .. " --tls"
+    end
+    if opts.args then
+        args = args .. " " .. opts.args
+    end
+    local command = string.format("lua5.4 bin/wechatpay-sandbox %s > %s 2>&1 & echo $!",
+        args, helper.shell_quote(dir .. "/sandbox.log"))
+    local pid = helper.run(command):match("%d+")
+    local config_path = dir .. "/sandbox.json"
+
+    for _ = 1, 200 do
+        if helper.exists(config_path) then
+            break
+        end
+        helper.sleep(0.05)
+    end
+    if not helper.exists(config_path) then
+        os.execute("kill " .. pid .. " 2>/dev/null")
+        error("sandbox did not start: " .. helper.read(dir .. "/sandbox.log"))
+    end
+
+    local config = assert(core.json_decode(helper.read(config_path)))
+    local handle = { config = config, base_url = config.base_url, dir = dir, pid = pid }
+
+    function handle.control(method, path, body)
+        return control(config.base_url, method, path, body)
+    end
+
+    function handle.stop()
+        os.execute("kill " .. pid .. " 2>/dev/null")
+    end
+
+    function handle.log()
+        return helper.read(dir .. "/sandbox.log")
+    end
+
+    return handle
+end
+
+-- Client options for a sandbox handle, merged with extra.
+function helper.client_options(sandbox, extra)
+    local c = sandbox.config
+    local opts = {
+        mchid = c.mchid,
+        serial_no = c.serial_no,
+        private_key_file = c.private_key_file,
+        base_url = c.base_url,
+        ca_file = c.ca_file,
+    }
+    if c.mode ~= "public_key" then
+        opts.apiv3_key = c.apiv3_key
+    end
+    if c.mode ~= "certificate" then
+        opts.public_key_file = c.public_key_file
+        opts.public_key_id = c.public_key_id
+    end
+    for k, v in pairs(extra or {}) do
+        opts[k] = v
+    end
+    return opts
+end
+
+return helper

@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs the Debian packages that building, the demo and the tests need,
+# when any is missing.  Runs apt-get through sudo unless already root.
+set -eu
+
+PACKAGES="gcc make pkg-config openssl lua5.4 liblua5.4-dev libssl-dev
+libcurl4-openssl-dev libcjson-dev lua-busted lua-cqueues luarocks valgrind"
+
+missing=""
+for pkg in $PACKAGES; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    case "$status" in
+        *"install ok installed"*) ;;
+        *) missing="$missing $pkg" ;;
+    esac
+done
+
+[ -z "$missing" ] && exit 0
+
+echo "bootstrap: installing$missing"
+if [ "$(id -u)" -eq 0 ]; then
+    SUDO=""
+elif command -v sudo >/dev/null 2>&1; then
+    SUDO="sudo"
+else
+    echo "bootstrap: missing packages:$missing; install them as root" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
