@@ -699,6 +699,8 @@ static const char *verify_code(wxp_status rc)
     return "missing";
   case WXP_ESTALE:
     return "stale";
+  case WXP_EHEADER:
+    return "header";
   case WXP_EPROBE:
     return "probe";
   case WXP_ESERIAL:

@@ -16,6 +16,7 @@
 #include "lwxp.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,9 +94,32 @@ static size_t path_push(encoder *e, const char *key, lua_Integer n)
 }
 
 
+/*
+ * Writes a float that is not an integer with 15 significant digits, or 17
+ * when 15 do not read back as the same double.  cJSON's own printer is not
+ * used, because its read-back check allows an error of one epsilon: cJSON
+ * 1.7.15 prints 0.1 + 0.2 as 0.3 and 2^53 as 9.00719925474099e+15.
+ */
+static void format_float(char *text, size_t size, double f)
+{
+  char point = localeconv()->decimal_point[0];
+  char *p;
+
+  snprintf(text, size, "%.15g", f);
+  if (strtod(text, NULL) != f)
+    snprintf(text, size, "%.17g", f);
+  /* JSON needs a '.', whatever the C locale's decimal point is. */
+  if (point != '.' && point != '\0') {
+    p = strchr(text, point);
+    if (p)
+      *p = '.';
+  }
+}
+
+
 static cJSON *number_item(encoder *e, int index)
 {
-  char text[32];
+  char text[40];
   lua_Number f;
 
 #if LUA_VERSION_NUM >= 503
@@ -106,11 +130,12 @@ static cJSON *number_item(encoder *e, int index)
   }
 #endif
   f = lua_tonumber(e->L, index);
-  if (f == floor(f) && fabs(f) < 9007199254740992.0) {
-    snprintf(text, sizeof(text), "%.0f", f);
-    return cJSON_CreateRaw(text);
-  }
-  return cJSON_CreateNumber(f);
+  /* Integral values below 2^63 print exactly, as integers. */
+  if (f == floor(f) && fabs(f) < 9223372036854775808.0)
+    snprintf(text, sizeof(text), "%.0f", (double)f);
+  else
+    format_float(text, sizeof(text), (double)f);
+  return cJSON_CreateRaw(text);
 }
 
 

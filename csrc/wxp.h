@@ -29,6 +29,7 @@ typedef enum wxp_status {
   WXP_EDECRYPT,        /* ciphertext rejected: wrong key or tampered */
   WXP_EMISSING,        /* a required header or field is absent */
   WXP_ESTALE,          /* timestamp outside the accepted window */
+  WXP_EHEADER,         /* a header is present but malformed */
   WXP_EPROBE,          /* WECHATPAY/SIGNTEST/ probe signature */
   WXP_ESERIAL,         /* no key in the store for this serial */
   WXP_ESIGNATURE,      /* signature does not match */
@@ -250,7 +251,8 @@ const wxp_store_entry *wxp_store_newest(const wxp_store *store, int64_t now);
 /*
  * Verifies a response or callback.  Any of serial, timestamp, nonce and
  * signature may be NULL, which fails with WXP_EMISSING.  Then the
- * timestamp must be within window seconds of now (WXP_ESTALE), the
+ * timestamp must be a decimal number (WXP_EHEADER) within window seconds
+ * of now (WXP_ESTALE), the
  * signature must not be a probe (WXP_EPROBE), the serial must be in the
  * store (WXP_ESERIAL) and the signature must match (WXP_ESIGNATURE).
  */
@@ -287,7 +289,8 @@ struct cJSON;
 
 /*
  * Parses exactly one JSON value that fills text (whitespace around it is
- * allowed).  On failure returns NULL and sets *error_offset (0-based).
+ * allowed).  A string holding \u0000 is refused, because cJSON would cut
+ * it there.  On failure returns NULL and sets *error_offset (0-based).
  */
 struct cJSON *wxp_json_parse(const char *text, size_t len,
                              size_t *error_offset);

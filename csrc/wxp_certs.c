@@ -83,12 +83,12 @@ static wxp_status load_entry(const cJSON *entry, size_t index,
     return wxp_fail(errbuf, WXP_EJSON,
                     "certificate %zu has no serial_no", index + 1);
 
+  /* On failure pem may already hold a buffer, which is freed below. */
   rc = decrypt_entry(entry, index, key, &pem, errbuf);
   if (rc == WXP_EDECRYPT)
-    return wxp_fail(errbuf, rc,
-                    "certificate %s could not be decrypted: the AES-GCM "
-                    "tag does not match, so the APIv3 key is probably wrong",
-                    serial_no);
+    wxp_fail(errbuf, rc,
+             "certificate %s could not be decrypted: the AES-GCM tag does "
+             "not match, so the APIv3 key is probably wrong", serial_no);
   if (rc == WXP_OK)
     rc = wxp_cert_load(pem.data, pem.len, out, errbuf);
   wxp_buf_free(&pem);

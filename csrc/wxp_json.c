@@ -10,7 +10,32 @@
  */
 #include "wxp.h"
 
+#include <string.h>
+
 #include <cjson/cJSON.h>
+
+/*
+ * Returns the offset of the first \u0000 escape inside a string, or len.
+ * cJSON keeps strings NUL-terminated, so such a string would be cut short
+ * without a word; the parse fails instead.
+ */
+static size_t find_escaped_nul(const char *s, size_t len)
+{
+  size_t i = 0;
+  int in_string = 0;
+
+  for (i = 0; i < len; i++) {
+    if (s[i] == '"') {
+      in_string = !in_string;
+    } else if (in_string && s[i] == '\\') {
+      if (i + 5 < len && memcmp(s + i + 1, "u0000", 5) == 0)
+        return i;
+      i++;
+    }
+  }
+  return len;
+}
+
 
 cJSON *wxp_json_parse(const char *text, size_t len, size_t *error_offset)
 {
@@ -28,6 +53,8 @@ cJSON *wxp_json_parse(const char *text, size_t len, size_t *error_offset)
   while (at < len && (text[at] == ' ' || text[at] == '\t'
                       || text[at] == '\n' || text[at] == '\r'))
     at++;
+  if (at == len)
+    at = find_escaped_nul(text, len);
   if (at != len) {
     cJSON_Delete(root);
     *error_offset = at;

@@ -234,7 +234,7 @@ static EVP_PKEY *read_cert_key(BIO *bio)
 
 /*
  * Reads "PUBLIC KEY" (SPKI) or "RSA PUBLIC KEY" (PKCS#1) PEM.  Any key type
- * is decoded, so that accept_rsa can say that an EC key is not RSA.
+ * is decoded, so that accept_rsa can report that an EC key is not RSA.
  */
 static EVP_PKEY *decode_public_key(BIO *bio)
 {

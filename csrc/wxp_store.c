@@ -225,7 +225,7 @@ wxp_status wxp_store_verify(const wxp_store *store, const char *serial,
   if (missing)
     return wxp_fail(errbuf, WXP_EMISSING, "header %s is missing", missing);
   if (!parse_timestamp(timestamp, &ts))
-    return wxp_fail(errbuf, WXP_ESTALE,
+    return wxp_fail(errbuf, WXP_EHEADER,
                     "header Wechatpay-Timestamp is not a Unix timestamp");
   if (ts <= now - window || ts >= now + window)
     return wxp_fail(errbuf, WXP_ESTALE,

@@ -22,6 +22,7 @@ static const char *const status_text[WXP_STATUS_COUNT] = {
   "decryption failed",
   "missing header or field",
   "timestamp outside the accepted window",
+  "malformed header",
   "signature is a WECHATPAY/SIGNTEST/ probe",
   "no key for this serial",
   "signature does not match",
