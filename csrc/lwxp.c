@@ -879,9 +879,10 @@ static void result_free(void *p)
 
 
 /*
- * http:request(method, url, headers, body)
+ * http:request(method, url, headers, body, fresh)
  *   -> { status, headers, body } | nil, code, message, sent
- * headers is an array of "Name: value" strings.
+ * headers is an array of "Name: value" strings; fresh sends the request
+ * on a new connection, which libcurl never repeats (see wxp.h).
  */
 static int http_request(lua_State *L)
 {
@@ -890,6 +891,7 @@ static int http_request(lua_State *L)
   const char *url = luaL_checkstring(L, 3);
   size_t body_len = 0;
   const char *body = luaL_optlstring(L, 5, NULL, &body_len);
+  int fresh = lua_toboolean(L, 6);
   int count;
   int i;
   const char **headers;
@@ -917,7 +919,7 @@ static int http_request(lua_State *L)
   }
 
   rc = wxp_http_perform(http, method, url, headers, (size_t)count, body,
-                        body_len, r, errbuf);
+                        body_len, fresh, r, errbuf);
   if (rc == WXP_ENOMEM)
     return luaL_error(L, "out of memory");
   if (rc != WXP_OK) {

@@ -359,12 +359,18 @@ void wxp_http_free(wxp_http *http);
  * Sends one request and fills result, which the caller releases with
  * wxp_http_result_free even on failure.  headers are "Name: value"
  * strings.  A non-2xx status is not a failure here.
+ *
+ * When libcurl reuses a kept-alive connection and the server closes it
+ * without answering, libcurl sends the request again on a new connection,
+ * although the server may have carried it out.  Pass fresh = 1 for a
+ * request that must not be repeated (a registration): it then goes on a
+ * new connection, which libcurl never retries.
  */
 wxp_status wxp_http_perform(wxp_http *http, const char *method,
                             const char *url, const char *const *headers,
                             size_t header_count, const char *body,
-                            size_t body_len, wxp_http_result *result,
-                            char *errbuf);
+                            size_t body_len, int fresh,
+                            wxp_http_result *result, char *errbuf);
 void wxp_http_result_free(wxp_http_result *result);
 
 /* The libcurl version and "<os> <machine>", for the User-Agent. */

@@ -273,7 +273,8 @@ static CURLcode set_method(CURL *easy, const char *method, const char *body,
  */
 static CURLcode set_options(wxp_http *http, const char *method,
                             const char *url, struct curl_slist *list,
-                            const char *body, size_t body_len, transfer *t)
+                            const char *body, size_t body_len, int fresh,
+                            transfer *t)
 {
   CURL *e = http->easy;
   CURLcode rc = CURLE_OK;
@@ -286,6 +287,7 @@ static CURLcode set_options(wxp_http *http, const char *method,
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_FOLLOWLOCATION, 0L);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
+  SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
   SET(CURLOPT_SSL_VERIFYPEER, 1L);
   SET(CURLOPT_SSL_VERIFYHOST, 2L);
   SET(CURLOPT_CONNECTTIMEOUT_MS, http->options.connect_timeout_ms);
@@ -354,8 +356,8 @@ static wxp_status transfer_failed(wxp_http *http, CURLcode code,
 wxp_status wxp_http_perform(wxp_http *http, const char *method,
                             const char *url, const char *const *headers,
                             size_t header_count, const char *body,
-                            size_t body_len, wxp_http_result *result,
-                            char *errbuf)
+                            size_t body_len, int fresh,
+                            wxp_http_result *result, char *errbuf)
 {
   struct curl_slist *list;
   transfer t;
@@ -371,7 +373,7 @@ wxp_status wxp_http_perform(wxp_http *http, const char *method,
   list = header_list(headers, header_count);
   if (!list)
     return WXP_ENOMEM;
-  code = set_options(http, method, url, list, body, body_len, &t);
+  code = set_options(http, method, url, list, body, body_len, fresh, &t);
   if (code == CURLE_OK)
     code = curl_easy_perform(http->easy);
   curl_slist_free_all(list);

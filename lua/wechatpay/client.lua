@@ -361,7 +361,8 @@ end
 
 -- Signs and sends one request; returns the raw response, or nil, err for
 -- a network failure or a non-2xx status.  The response is not verified.
-function _M:_send(method, url_path, body, headers)
+-- idempotent tells the transport whether sending twice is harmless.
+function _M:_send(method, url_path, body, headers, idempotent)
     if not self.transport then
         return nil, errors.new("config", "the client is closed")
     end
@@ -388,6 +389,7 @@ function _M:_send(method, url_path, body, headers)
         headers = list,
         body = body,
         timeout = self.timeout,
+        idempotent = idempotent,
     })
     if not res then
         return nil, send_err
@@ -400,7 +402,7 @@ end
 
 -- Fetches the platform certificates, for the key store.
 function _M:_fetch_certificates()
-    return self:_send("GET", "/v3/certificates", nil, nil)
+    return self:_send("GET", "/v3/certificates", nil, nil, true)
 end
 
 local function fetcher(self)
@@ -416,7 +418,8 @@ end
 
 -- Sends a request and verifies its response.  opts: query, body (a table
 -- encoded as JSON, or a JSON string sent as is), serial (the value of
--- Wechatpay-Serial), headers (more headers).  Returns the response
+-- Wechatpay-Serial), headers (more headers), idempotent (POST only: true
+-- when sending it twice is harmless).  Returns the response
 -- { status, headers, body, data, request_id } or nil and an error.
 function _M:_call(method, path, opts)
     local url_path = path
@@ -445,7 +448,8 @@ function _M:_call(method, path, opts)
         headers["Wechatpay-Serial"] = serial
     end
 
-    local res, err = self:_send(method, url_path, body, headers)
+    local idempotent = method ~= "POST" or opts.idempotent == true
+    local res, err = self:_send(method, url_path, body, headers, idempotent)
     if not res then
         return nil, err
     end

@@ -190,7 +190,10 @@ function Guide:assign(out_trade_no, opts)
     end
 
     local res
-    res, err = self.client:_call("POST", guide_path(self) .. "/assign", { body = body })
+    -- Assigning the same order twice leaves the same result.
+    res, err = self.client:_call("POST", guide_path(self) .. "/assign", {
+        body = body, idempotent = true,
+    })
     if not res then
         return nil, err
     end

@@ -40,13 +40,16 @@ function _M.new(opts)
     return setmetatable({ http = http }, mt)
 end
 
--- Sends req = { method, url, headers = { "Name: value", ... }, body }.
+-- Sends req = { method, url, headers = { "Name: value", ... }, body,
+-- idempotent }.  A request that is not idempotent goes on a new
+-- connection, because libcurl repeats a request on its own when a reused
+-- connection closes without an answer.
 -- Returns { status, headers (lower-case names), body } or nil and a
 -- network error whose reason is one of the REASONS keys and whose sent
 -- field tells whether any of the request went out.
 function _M:send(req)
     local res, code, message, sent = self.http:request(req.method, req.url,
-        req.headers, req.body)
+        req.headers, req.body, not req.idempotent)
     if res then
         return res
     end
