@@ -19,6 +19,8 @@ Includes a local sandbox of the platform for offline development.]],
     license = "MIT",
 }
 
+-- The sandbox (wechatpay.sandbox, bin/wechatpay-sandbox) also needs
+-- cqueues and luaossl; the client does not.
 dependencies = {
     "lua >= 5.4",
 }
@@ -50,10 +52,21 @@ build = {
         ["wechatpay.client"] = "lua/wechatpay/client.lua",
         ["wechatpay.errors"] = "lua/wechatpay/errors.lua",
         ["wechatpay.keystore"] = "lua/wechatpay/keystore.lua",
-        ["wechatpay.smartguide"] = "lua/wechatpay/smartguide.lua",
-        ["wechatpay.validate"] = "lua/wechatpay/validate.lua",
-        ["wechatpay.transport.curl"] = "lua/wechatpay/transport/curl.lua",
         ["wechatpay.sandbox"] = "lua/wechatpay/sandbox.lua",
+        ["wechatpay.sandbox.certificates"] = "lua/wechatpay/sandbox/certificates.lua",
+        ["wechatpay.sandbox.cli"] = "lua/wechatpay/sandbox/cli.lua",
+        ["wechatpay.sandbox.control"] = "lua/wechatpay/sandbox/control.lua",
+        ["wechatpay.sandbox.faults"] = "lua/wechatpay/sandbox/faults.lua",
+        ["wechatpay.sandbox.http_server"] = "lua/wechatpay/sandbox/http_server.lua",
+        ["wechatpay.sandbox.keys"] = "lua/wechatpay/sandbox/keys.lua",
+        ["wechatpay.sandbox.loadgen"] = "lua/wechatpay/sandbox/loadgen.lua",
+        ["wechatpay.sandbox.platform"] = "lua/wechatpay/sandbox/platform.lua",
+        ["wechatpay.sandbox.smartguide"] = "lua/wechatpay/sandbox/smartguide.lua",
+        ["wechatpay.sandbox.state"] = "lua/wechatpay/sandbox/state.lua",
+        ["wechatpay.sandbox.util"] = "lua/wechatpay/sandbox/util.lua",
+        ["wechatpay.smartguide"] = "lua/wechatpay/smartguide.lua",
+        ["wechatpay.transport.curl"] = "lua/wechatpay/transport/curl.lua",
+        ["wechatpay.validate"] = "lua/wechatpay/validate.lua",
     },
     install = {
         bin = {

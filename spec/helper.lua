@@ -96,11 +96,16 @@ local function own_pid()
     return stat:match("^(%d+)")
 end
 
-local control_http
+local control_clients = {}
 
 -- Sends a request to the sandbox's unsigned control API (/sandbox/...).
-local function control(base_url, method, path, body)
-    control_http = control_http or assert(core.new_http({ timeout = 10 }))
+local function control(config, method, path, body)
+    local base_url = config.base_url
+    local control_http = control_clients[base_url]
+    if not control_http then
+        control_http = assert(core.new_http({ timeout = 10, ca_file = config.ca_file }))
+        control_clients[base_url] = control_http
+    end
     local payload = body and assert(core.json_encode(body)) or nil
     local res, code, message = control_http:request(method, base_url .. path,
         { "Content-Type: application/json", "Accept: application/json" },
@@ -150,7 +155,7 @@ function helper.start_sandbox(opts)
     local handle = { config = config, base_url = config.base_url, dir = dir, pid = pid }
 
     function handle.control(method, path, body)
-        return control(config.base_url, method, path, body)
+        return control(config, method, path, body)
     end
 
     function handle.stop()
@@ -164,7 +169,8 @@ function helper.start_sandbox(opts)
     return handle
 end
 
--- Client options for a sandbox handle, merged with extra.
+-- Client options for a sandbox handle, merged with extra, where false
+-- removes an option.
 function helper.client_options(sandbox, extra)
     local c = sandbox.config
     local opts = {
@@ -182,7 +188,7 @@ function helper.client_options(sandbox, extra)
         opts.public_key_id = c.public_key_id
     end
     for k, v in pairs(extra or {}) do
-        opts[k] = v
+        opts[k] = v ~= false and v or nil
     end
     return opts
 end

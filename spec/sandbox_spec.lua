@@ -1,0 +1,1198 @@
+-- Specs for the bundled sandbox (bin/wechatpay-sandbox): they start it
+-- as a separate process and talk to it with the core's HTTP client and
+-- signing primitives, and with raw sockets where HTTP is the subject.
+local core = require("wechatpay.core")
+local cqueues = require("cqueues")
+local socket = require("cqueues.socket")
+local helper = require("helper")
+
+local USER_AGENT = "User-Agent: wechatpay-sandbox-spec/1.0"
+local ACCEPT = "Accept: application/json"
+local JSON_TYPE = "Content-Type: application/json"
+
+-- {====================================================================
+-- Helpers
+-- =====================================================================
+
+-- Wraps a sandbox handle with what the specs need: the merchant key, an
+-- HTTP client (trusting the test CA under --tls) and the verifying keys.
+local function open(sandbox)
+    local c = sandbox.config
+    local env = {
+        sandbox = sandbox,
+        config = c,
+        merchant_key = assert(core.load_private_key(helper.read(c.private_key_file))),
+        http = assert(core.new_http({ timeout = 5, ca_file = c.ca_file })),
+        public_key = assert(core.load_public_key(helper.read(c.public_key_file))),
+    }
+    env.port = tonumber(c.base_url:match(":(%d+)$"))
+    return env
+end
+
+-- Builds the Authorization header value.  o may override mchid,
+-- serial_no, timestamp, nonce and signature, or sign other bytes
+-- (sign_target, sign_body).
+local function authorization(env, method, target, body, o)
+    o = o or {}
+    local timestamp = o.timestamp or os.time()
+    local nonce = o.nonce or core.nonce()
+    local message = core.request_message(method, o.sign_target or target, timestamp, nonce,
+        o.sign_body or body or "")
+    local signature = o.signature or env.merchant_key:sign(message)
+    local fields = {
+        'mchid="' .. (o.mchid or env.config.mchid) .. '"',
+        'nonce_str="' .. nonce .. '"',
+        'timestamp="' .. timestamp .. '"',
+        'serial_no="' .. (o.serial_no or env.config.serial_no) .. '"',
+        'signature="' .. signature .. '"',
+    }
+    if o.reverse_fields then
+        local reversed = {}
+        for i = #fields, 1, -1 do
+            reversed[#reversed + 1] = fields[i]
+        end
+        fields = reversed
+    end
+    return "WECHATPAY2-SHA256-RSA2048 " .. table.concat(fields, ","), nonce
+end
+
+-- Sends a signed /v3/ request.  o: the authorization overrides, plus
+-- serial (Wechatpay-Serial), headers (more "Name: value" lines),
+-- omit (a set of lower-case header names to leave out), auth (a raw
+-- Authorization value) and http (another client).
+local function request(env, method, target, body, o)
+    o = o or {}
+    local omit = o.omit or {}
+    local headers = {}
+    local function add(name, line)
+        if not omit[name] then
+            headers[#headers + 1] = line
+        end
+    end
+    add("accept", ACCEPT)
+    add("user-agent", USER_AGENT)
+    if body then
+        add("content-type", JSON_TYPE)
+    end
+    add("authorization", "Authorization: " .. (o.auth or authorization(env, method, target,
+        body, o)))
+    if o.serial then
+        headers[#headers + 1] = "Wechatpay-Serial: " .. o.serial
+    end
+    for _, line in ipairs(o.headers or {}) do
+        headers[#headers + 1] = line
+    end
+    -- libcurl sends "Accept: */*" (and the client's User-Agent, when it has
+    -- one) unless an empty header ("Name:") removes them.
+    if omit["accept"] then
+        headers[#headers + 1] = "Accept:"
+    end
+    if omit["user-agent"] then
+        headers[#headers + 1] = "User-Agent:"
+    end
+    local res, code, message = (o.http or env.http):request(method,
+        env.config.base_url .. target, headers, body)
+    return res, code, message
+end
+
+local function decode(res)
+    return assert(core.json_decode(res.body))
+end
+
+-- Verifies a response signature with public_key.  Returns true or
+-- false and the reason.
+local function verify(res, public_key)
+    local h = res.headers
+    if not (h["wechatpay-timestamp"] and h["wechatpay-nonce"] and h["wechatpay-signature"]) then
+        return false, "signature headers missing"
+    end
+    local message = core.response_message(h["wechatpay-timestamp"], h["wechatpay-nonce"],
+        res.body)
+    return public_key:verify(message, h["wechatpay-signature"])
+end
+
+-- Percent-encodes every byte outside the unreserved set.
+local function percent_encode(s)
+    return (s:gsub("[^%w%-._~]", function(ch)
+        return string.format("%%%02X", ch:byte())
+    end))
+end
+
+-- Sends a control request without the helper's status assertion.
+local function control(env, method, path, body)
+    local payload = body and assert(core.json_encode(body)) or nil
+    local res = assert(env.http:request(method, env.config.base_url .. path,
+        { JSON_TYPE, ACCEPT }, payload))
+    return res, res.body ~= "" and core.json_decode(res.body) or nil
+end
+
+-- Decrypts the platform certificates from /v3/certificates.
+local function platform_certificates(env)
+    local res = assert(request(env, "GET", "/v3/certificates"))
+    assert(res.status == 200, res.body)
+    local aead = assert(core.new_aead_key(env.config.apiv3_key))
+    return assert(aead:parse_certificates(res.body)), res
+end
+
+local function guide_body(encrypt_key, fields)
+    local body = {
+        corpid = "wwd8f1c7a0e5b3c2d1",
+        store_id = 1234,
+        userid = "robert",
+        name = encrypt_key:encrypt("张三"),
+        mobile = encrypt_key:encrypt("13800138000"),
+        qr_code = "https://example.invalid/qr/robert",
+        avatar = "https://example.invalid/avatar/robert.png",
+    }
+    for key, value in pairs(fields or {}) do
+        body[key] = value
+    end
+    return assert(core.json_encode(body))
+end
+
+-- Runs fns as coroutines of one cqueues loop and waits for all.
+local function run_concurrently(...)
+    local cq = cqueues.new()
+    for _, fn in ipairs({ ... }) do
+        cq:wrap(fn)
+    end
+    assert(cq:loop(10))
+end
+
+-- Sends raw bytes to the sandbox and returns everything it sends back
+-- until it closes the connection (or timeout seconds pass).
+local function raw_exchange(port, data, timeout)
+    local received
+    run_concurrently(function()
+        local con = assert(socket.connect("127.0.0.1", port))
+        con:onerror(function(_, _, why)
+            return why
+        end)
+        con:setmode("b", "bn")
+        con:xwrite(data, "bn", 5)
+        local parts = {}
+        while true do
+            local chunk = con:xread(-65536, "b", timeout or 5)
+            if not chunk then
+                break
+            end
+            parts[#parts + 1] = chunk
+        end
+        con:close()
+        received = table.concat(parts)
+    end)
+    return received
+end
+
+-- Returns true while the process runs; a zombie waiting for its parent
+-- to reap it counts as gone.
+local function pid_alive(pid)
+    local f = io.open("/proc/" .. pid .. "/stat", "r")
+    if not f then
+        return false
+    end
+    local stat = f:read("a")
+    f:close()
+    return stat:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+local function wait_until(predicate, seconds)
+    local deadline = os.time() + seconds
+    while os.time() <= deadline do
+        if predicate() then
+            return true
+        end
+        helper.sleep(0.1)
+    end
+    return predicate()
+end
+
+-- }====================================================================
+
+describe("wechatpay sandbox", function()
+    teardown(function()
+        helper.cleanup()
+    end)
+
+    describe("in certificate mode", function()
+        local env
+        local platform_key
+
+        setup(function()
+            env = open(helper.start_sandbox({ mode = "certificate" }))
+            local certificates = platform_certificates(env)
+            platform_key = certificates[1]:public_key()
+        end)
+
+        teardown(function()
+            env.sandbox.stop()
+        end)
+
+        before_each(function()
+            env.sandbox.control("POST", "/sandbox/reset")
+        end)
+
+        local function register(fields, o)
+            o = o or {}
+            o.serial = o.serial or env.config.platform_serial
+            return request(env, "POST", "/v3/smartguide/guides",
+                guide_body(o.encrypt_key or platform_key, fields), o)
+        end
+
+        describe("configuration", function()
+            it("sandbox.json describes the sandbox", function()
+                local c = env.config
+                assert.matches("^http://127%.0%.0%.1:%d+$", c.base_url)
+                assert.equal("1900000109", c.mchid)
+                assert.equal("certificate", c.mode)
+                assert.matches("^%x+$", c.serial_no)
+                assert.matches("^[%u%d]+$", c.platform_serial)
+                assert.equal(40, #c.platform_serial)
+                assert.matches("^PUB_KEY_ID_%d+$", c.public_key_id)
+                assert.equal(11 + 28, #c.public_key_id)
+                assert.matches("^[%w]+$", c.apiv3_key)
+                assert.equal(32, #c.apiv3_key)
+                assert.is_nil(c.ca_file)
+            end)
+
+            it("serial_no is the merchant certificate's", function()
+                local certificate = assert(core.load_certificate(helper.read(
+                    env.sandbox.dir .. "/merchant_test_cert.pem")))
+                assert.equal(env.config.serial_no, certificate:serial())
+                assert.is_true(env.merchant_key:matches(certificate:public_key()))
+            end)
+
+            it("private key file has mode 0600", function()
+                local out = helper.run("stat -c %a " .. helper.shell_quote(
+                    env.config.private_key_file))
+                assert.equal("600", out:gsub("%s+$", ""))
+            end)
+
+            it("prints the listening line", function()
+                local log = env.sandbox.log()
+                local expected = "sandbox: listening on " .. env.config.base_url
+                    .. ", configuration in " .. env.sandbox.dir .. "/sandbox.json"
+                assert.truthy(log:find(expected, 1, true), log)
+            end)
+        end)
+
+        describe("request checks", function()
+            local function assert_error(res, status, code)
+                assert.is_table(res)
+                assert.equal(status, res.status, res.body)
+                assert.equal(code, decode(res).code, res.body)
+                assert.truthy(res.headers["request-id"])
+                assert.is_true(verify(res, platform_key))
+            end
+
+            it("accepts a correctly signed request", function()
+                local res = assert(request(env, "GET", "/v3/smartguide/guides?store_id=1234"))
+                assert.equal(200, res.status, res.body)
+                assert.equal(0, decode(res).total_count)
+            end)
+
+            it("accepts Authorization fields in any order", function()
+                local res = assert(request(env, "GET", "/v3/smartguide/guides?store_id=1234",
+                    nil, { reverse_fields = true }))
+                assert.equal(200, res.status, res.body)
+            end)
+
+            it("rejects a missing Accept header", function()
+                local res = request(env, "GET", "/v3/certificates", nil,
+                    { omit = { accept = true } })
+                assert_error(res, 400, "INVALID_REQUEST")
+                assert.equal("Http头缺少Accept或User-Agent", decode(res).message)
+            end)
+
+            it("rejects a missing User-Agent header", function()
+                local res = request(env, "GET", "/v3/certificates", nil,
+                    { omit = { ["user-agent"] = true } })
+                assert_error(res, 400, "INVALID_REQUEST")
+            end)
+
+            it("rejects a POST without JSON Content-Type", function()
+                local res = request(env, "POST", "/v3/smartguide/guides", "{}",
+                    { omit = { ["content-type"] = true },
+                      headers = { "Content-Type: text/plain" } })
+                assert_error(res, 400, "INVALID_REQUEST")
+            end)
+
+            it("rejects a missing Authorization header", function()
+                local res = request(env, "GET", "/v3/certificates", nil,
+                    { omit = { authorization = true } })
+                assert_error(res, 401, "SIGN_ERROR")
+            end)
+
+            it("rejects a malformed Authorization header", function()
+                local valid = authorization(env, "GET", "/v3/certificates")
+                local cases = {
+                    valid:gsub("^WECHATPAY2%-SHA256%-RSA2048", "Bearer"),
+                    valid:gsub(",", ";"),
+                    valid:gsub('nonce_str="[^"]*",', ""),
+                    valid .. ',mchid="1900000109"',
+                }
+                for _, value in ipairs(cases) do
+                    local res = request(env, "GET", "/v3/certificates", nil, { auth = value })
+                    assert_error(res, 401, "SIGN_ERROR")
+                end
+            end)
+
+            it("rejects an unknown mchid", function()
+                local res = request(env, "GET", "/v3/certificates", nil, { mchid = "1230000109" })
+                assert_error(res, 400, "MCH_NOT_EXISTS")
+            end)
+
+            it("rejects a serial_no that is not the merchant's", function()
+                local res = request(env, "GET", "/v3/certificates", nil,
+                    { serial_no = env.config.platform_serial })
+                assert_error(res, 401, "SIGN_ERROR")
+            end)
+
+            it("rejects timestamps outside five minutes", function()
+                for _, offset in ipairs({ -301, 301 }) do
+                    local res = request(env, "GET", "/v3/certificates", nil,
+                        { timestamp = os.time() + offset })
+                    assert_error(res, 401, "SIGN_ERROR")
+                end
+                local res = request(env, "GET", "/v3/certificates", nil,
+                    { timestamp = os.time() - 200 })
+                assert.equal(200, res.status, res.body)
+            end)
+
+            it("rejects a replayed nonce", function()
+                local nonce = core.nonce()
+                local first = request(env, "GET", "/v3/certificates", nil, { nonce = nonce })
+                assert.equal(200, first.status, first.body)
+                local second = request(env, "GET", "/v3/certificates", nil, { nonce = nonce })
+                assert_error(second, 401, "SIGN_ERROR")
+                assert.truthy(decode(second).message:find(nonce, 1, true))
+            end)
+
+            it("rejects a signature over other bytes", function()
+                local target = "/v3/smartguide/guides?store_id=1234"
+                local cases = {
+                    { sign_target = "/v3/smartguide/guides?store_id=1235" },
+                    { sign_target = "/v3/smartguide/guides" },
+                    { signature = env.merchant_key:sign("something else") },
+                    { signature = "WECHATPAY/SIGNTEST/abc" },
+                }
+                for _, o in ipairs(cases) do
+                    local res = request(env, "GET", target, nil, o)
+                    assert_error(res, 401, "SIGN_ERROR")
+                end
+                local res = request(env, "POST", "/v3/smartguide/guides", '{"a":1}',
+                    { sign_body = '{"a":2}' })
+                assert_error(res, 401, "SIGN_ERROR")
+            end)
+
+            it("verifies over the raw request target", function()
+                local raw = "/v3/smartguide/guides?store_id=1234&userid=%E5%BC%A0"
+                local res = request(env, "GET", raw)
+                assert.equal(200, res.status, res.body)
+                local decoded = "/v3/smartguide/guides?store_id=1234&userid=张"
+                res = request(env, "GET", raw, nil, { sign_target = decoded })
+                assert_error(res, 401, "SIGN_ERROR")
+            end)
+
+            it("returns 404 for unknown paths", function()
+                local res = request(env, "GET", "/v3/smartguide/unknown")
+                assert_error(res, 404, "NOT_FOUND")
+            end)
+
+            it("returns 405 for a wrong method", function()
+                local res = request(env, "DELETE", "/v3/smartguide/guides")
+                assert_error(res, 405, "METHOD_NOT_ALLOWED")
+                assert.truthy(res.headers["allow"]:find("POST", 1, true))
+            end)
+        end)
+
+        describe("smartguide", function()
+            it("registers, queries, updates and assigns", function()
+                local res = register()
+                assert.equal(200, res.status, res.body)
+                assert.is_true(verify(res, platform_key))
+                local guide_id = decode(res).guide_id
+                assert.matches("^LLA[%w]+$", guide_id)
+                assert.equal(34, #guide_id)
+
+                res = request(env, "GET", "/v3/smartguide/guides?store_id=1234")
+                assert.equal(200, res.status, res.body)
+                local page = decode(res)
+                assert.equal(1, page.total_count)
+                assert.equal(10, page.limit)
+                assert.equal(0, page.offset)
+                local entry = page.data[1]
+                assert.equal(guide_id, entry.guide_id)
+                assert.equal(1234, entry.store_id)
+                assert.equal("robert", entry.userid)
+                assert.equal("张三", env.merchant_key:decrypt(entry.name))
+                assert.equal("13800138000", env.merchant_key:decrypt(entry.mobile))
+
+                local update = assert(core.json_encode({
+                    name = platform_key:encrypt("李四"),
+                    mobile = platform_key:encrypt("13900139000"),
+                    avatar = "https://example.invalid/avatar/new.png",
+                }))
+                res = request(env, "PATCH", "/v3/smartguide/guides/" .. guide_id, update,
+                    { serial = env.config.platform_serial })
+                assert.equal(204, res.status, res.body)
+                assert.equal("", res.body)
+                assert.is_true(verify(res, platform_key))
+
+                res = request(env, "POST", "/v3/smartguide/guides/" .. guide_id .. "/assign",
+                    '{"out_trade_no":"20260101-ab_c|d*1"}')
+                assert.equal(204, res.status, res.body)
+                assert.is_true(verify(res, platform_key))
+
+                local guides = env.sandbox.control("GET", "/sandbox/guides")
+                assert.equal(1, #guides)
+                assert.equal("李四", guides[1].name)
+                assert.equal("13900139000", guides[1].mobile)
+                assert.equal("https://example.invalid/avatar/new.png", guides[1].avatar)
+                local assignments = env.sandbox.control("GET", "/sandbox/assignments")
+                assert.same({ { guide_id = guide_id, out_trade_no = "20260101-ab_c|d*1" } },
+                    assignments)
+            end)
+
+            it("queries by userid, mobile and page", function()
+                for i = 1, 3 do
+                    local res = register({ userid = "user" .. i,
+                        mobile = platform_key:encrypt("1380000000" .. i) })
+                    assert.equal(200, res.status, res.body)
+                end
+                local res = request(env, "GET", "/v3/smartguide/guides?store_id=1234&userid=user2")
+                local page = decode(res)
+                assert.equal(1, page.total_count)
+                assert.equal("user2", page.data[1].userid)
+
+                local mobile = platform_key:encrypt("13800000003")
+                res = request(env, "GET", "/v3/smartguide/guides?store_id=1234&mobile="
+                    .. percent_encode(mobile), nil, { serial = env.config.platform_serial })
+                assert.equal(200, res.status, res.body)
+                page = decode(res)
+                assert.equal(1, page.total_count)
+                assert.equal("user3", page.data[1].userid)
+
+                res = request(env, "GET", "/v3/smartguide/guides?store_id=1234&limit=2&offset=2")
+                page = decode(res)
+                assert.equal(3, page.total_count)
+                assert.equal(1, #page.data)
+                assert.equal("user3", page.data[1].userid)
+            end)
+
+            it("keeps a literal + in the query", function()
+                local mobile
+                repeat
+                    mobile = platform_key:encrypt("13800138000")
+                until mobile:find("+", 1, true)
+                assert.equal(200, register().status)
+                local target = "/v3/smartguide/guides?store_id=1234&mobile=" .. mobile
+                local res = request(env, "GET", target, nil,
+                    { serial = env.config.platform_serial })
+                assert.equal(200, res.status, res.body)
+                assert.equal(1, decode(res).total_count)
+            end)
+
+            it("requires store_id as a JSON integer", function()
+                local res = register({ store_id = "1234" })
+                assert.equal(400, res.status, res.body)
+                local err = decode(res)
+                assert.equal("PARAM_ERROR", err.code)
+                assert.truthy(err.message:find("64 位无符号整数", 1, true), err.message)
+            end)
+
+            it("names a missing field in detail", function()
+                local res = register({ corpid = core.null })
+                assert.equal(400, res.status, res.body)
+                local err = decode(res)
+                assert.equal("PARAM_ERROR", err.code)
+                assert.same({ field = "/corpid", location = "body" }, err.detail)
+            end)
+
+            it("rejects an unknown store", function()
+                local res = register({ store_id = 999 })
+                assert.equal(400, res.status, res.body)
+                assert.equal("门店id不存在", decode(res).message)
+            end)
+
+            it("rejects a duplicate userid", function()
+                assert.equal(200, register().status)
+                local res = register()
+                assert.equal(400, res.status, res.body)
+                assert.equal("PARAM_ERROR", decode(res).code)
+            end)
+
+            it("requires a known Wechatpay-Serial", function()
+                local res = request(env, "POST", "/v3/smartguide/guides", guide_body(platform_key))
+                assert.equal(400, res.status, res.body)
+                assert.equal("PARAM_ERROR", decode(res).code)
+                res = register(nil, { serial = env.config.public_key_id })
+                assert.equal(400, res.status, res.body)
+                assert.equal("PARAM_ERROR", decode(res).code)
+            end)
+
+            it("rejects fields encrypted with another key", function()
+                local res = register(nil, { encrypt_key = env.public_key })
+                assert.equal(400, res.status, res.body)
+                local err = decode(res)
+                assert.equal("PARAM_ERROR", err.code)
+                assert.equal("平台私钥解密失败", err.message)
+            end)
+
+            it("checks the decrypted text", function()
+                local cases = {
+                    { name = platform_key:encrypt("张三😀") },
+                    { name = platform_key:encrypt(string.rep("名", 22)) },
+                    { mobile = platform_key:encrypt(string.rep("1", 33)) },
+                    { name = platform_key:encrypt("\xff\xfe") },
+                }
+                for _, fields in ipairs(cases) do
+                    local res = register(fields)
+                    assert.equal(400, res.status, res.body)
+                    assert.equal("PARAM_ERROR", decode(res).code)
+                end
+                assert.equal(200, register({ name = platform_key:encrypt(string.rep("名", 21)) })
+                    .status)
+            end)
+
+            it("checks assign requests", function()
+                local guide_id = decode(register()).guide_id
+                local target = "/v3/smartguide/guides/" .. guide_id .. "/assign"
+                local res = request(env, "POST", target, assert(core.json_encode({
+                    out_trade_no = "T1", guide_id = guide_id })))
+                assert.equal(400, res.status, res.body)
+                assert.equal("PARAM_ERROR", decode(res).code)
+
+                for _, bad in ipairs({ "", string.rep("1", 33), "T 1", "订单" }) do
+                    res = request(env, "POST", target,
+                        assert(core.json_encode({ out_trade_no = bad })))
+                    assert.equal(400, res.status, res.body)
+                end
+
+                res = request(env, "POST", "/v3/smartguide/guides/LLAnosuchguide/assign",
+                    '{"out_trade_no":"T1"}')
+                assert.equal(404, res.status, res.body)
+                assert.equal("RESOURCE_NOT_EXISTS", decode(res).code)
+                assert.same({}, env.sandbox.control("GET", "/sandbox/assignments"))
+            end)
+
+            it("checks query parameters", function()
+                local cases = {
+                    "/v3/smartguide/guides",
+                    "/v3/smartguide/guides?store_id=abc",
+                    "/v3/smartguide/guides?store_id=1234&limit=11",
+                    "/v3/smartguide/guides?store_id=1234&limit=0",
+                    "/v3/smartguide/guides?store_id=1234&offset=-1",
+                    "/v3/smartguide/guides?store_id=1234&userid=%ZZ",
+                }
+                for _, target in ipairs(cases) do
+                    local res = request(env, "GET", target)
+                    assert.equal(400, res.status, target .. " " .. res.body)
+                    assert.equal("PARAM_ERROR", decode(res).code)
+                end
+            end)
+
+            it("updates only existing guides", function()
+                local res = request(env, "PATCH", "/v3/smartguide/guides/LLAnosuchguide",
+                    '{"avatar":"https://example.invalid/a.png"}')
+                assert.equal(404, res.status, res.body)
+                assert.equal("RESOURCE_NOT_EXISTS", decode(res).code)
+            end)
+
+            it("requires Wechatpay-Serial to update name", function()
+                local guide_id = decode(register()).guide_id
+                local body = assert(core.json_encode({ name = platform_key:encrypt("王五") }))
+                local res = request(env, "PATCH", "/v3/smartguide/guides/" .. guide_id, body)
+                assert.equal(400, res.status, res.body)
+                assert.equal("PARAM_ERROR", decode(res).code)
+            end)
+        end)
+
+        describe("/v3/certificates", function()
+            it("decrypts to the platform certificate", function()
+                local res = assert(request(env, "GET", "/v3/certificates"))
+                assert.equal(200, res.status, res.body)
+                local entry = decode(res).data[1]
+                assert.equal(env.config.platform_serial, entry.serial_no)
+                assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%+08:00$",
+                    entry.effective_time)
+                assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%+08:00$", entry.expire_time)
+                local encrypted = entry.encrypt_certificate
+                assert.equal("AEAD_AES_256_GCM", encrypted.algorithm)
+                assert.equal("certificate", encrypted.associated_data)
+                assert.equal(12, #encrypted.nonce)
+                local aead = assert(core.new_aead_key(env.config.apiv3_key))
+                local pem = assert(aead:decrypt(encrypted.nonce, encrypted.associated_data,
+                    encrypted.ciphertext))
+                local certificate = assert(core.load_certificate(pem))
+                assert.equal(entry.serial_no, certificate:serial())
+                assert.equal(entry.serial_no, res.headers["wechatpay-serial"])
+                assert.is_true(verify(res, certificate:public_key()))
+            end)
+        end)
+
+        describe("responses", function()
+            it("carry every signature header", function()
+                local res = assert(request(env, "GET", "/v3/smartguide/guides?store_id=1234"))
+                local h = res.headers
+                assert.equal("application/json", h["content-type"])
+                assert.truthy(h["request-id"])
+                assert.matches("^%d+$", h["wechatpay-timestamp"])
+                assert.truthy(h["wechatpay-nonce"])
+                assert.equal(env.config.platform_serial, h["wechatpay-serial"])
+                assert.equal("WECHATPAY2-SHA256-RSA2048", h["wechatpay-signature-type"])
+                assert.is_true(verify(res, platform_key))
+                assert.is_false(verify(res, env.public_key))
+            end)
+        end)
+
+        describe("faults", function()
+            local target = "/v3/smartguide/guides?store_id=1234"
+
+            local function arm(spec)
+                return env.sandbox.control("POST", "/sandbox/faults", spec)
+            end
+
+            it("status sends a signed error", function()
+                arm({ fault = "status", status = 503, retry_after = 7, count = 2 })
+                for _ = 1, 2 do
+                    local res = assert(request(env, "GET", target))
+                    assert.equal(503, res.status)
+                    assert.equal("SERVICE_UNAVAILABLE", decode(res).code)
+                    assert.equal("7", res.headers["retry-after"])
+                    assert.is_true(verify(res, platform_key))
+                end
+                assert.equal(200, request(env, "GET", target).status)
+            end)
+
+            it("status does not process the request", function()
+                arm({ fault = "status", status = 500, message = "系统繁忙,请稍后重试" })
+                local res = register()
+                assert.equal(500, res.status)
+                assert.equal("SYSTEM_ERROR", decode(res).code)
+                assert.equal("系统繁忙,请稍后重试", decode(res).message)
+                assert.same({}, env.sandbox.control("GET", "/sandbox/guides"))
+            end)
+
+            it("bad_signature signs other bytes", function()
+                arm({ fault = "bad_signature" })
+                local res = assert(request(env, "GET", target))
+                assert.equal(200, res.status)
+                local ok, why = verify(res, platform_key)
+                assert.is_false(ok)
+                assert.is_nil(why:find("SIGNTEST", 1, true))
+                assert.matches("^[%w+/]+=*$", res.headers["wechatpay-signature"])
+            end)
+
+            it("signtest sends a probe signature", function()
+                arm({ fault = "signtest" })
+                local res = assert(request(env, "GET", target))
+                assert.matches("^WECHATPAY/SIGNTEST/.+", res.headers["wechatpay-signature"])
+                assert.is_false(verify(res, platform_key))
+            end)
+
+            it("missing_header omits one header", function()
+                arm({ fault = "missing_header", header = "Wechatpay-Nonce" })
+                local res = assert(request(env, "GET", target))
+                assert.is_nil(res.headers["wechatpay-nonce"])
+                assert.truthy(res.headers["wechatpay-signature"])
+                assert.truthy(res.headers["wechatpay-timestamp"])
+                assert.truthy(res.headers["wechatpay-serial"])
+            end)
+
+            it("stale_timestamp signs an old timestamp", function()
+                arm({ fault = "stale_timestamp", skew = -600 })
+                local res = assert(request(env, "GET", target))
+                local skew = tonumber(res.headers["wechatpay-timestamp"]) - os.time()
+                assert.is_true(skew <= -598 and skew >= -602, tostring(skew))
+                assert.is_true(verify(res, platform_key))
+            end)
+
+            it("unknown_serial names another serial", function()
+                arm({ fault = "unknown_serial" })
+                local res = assert(request(env, "GET", target))
+                assert.are_not.equal(env.config.platform_serial, res.headers["wechatpay-serial"])
+                assert.equal(40, #res.headers["wechatpay-serial"])
+                assert.is_true(verify(res, platform_key))
+            end)
+
+            it("wrong_key signs with another key", function()
+                arm({ fault = "wrong_key" })
+                local res = assert(request(env, "GET", target))
+                assert.equal(env.config.platform_serial, res.headers["wechatpay-serial"])
+                assert.is_false(verify(res, platform_key))
+            end)
+
+            it("delay keeps serving others", function()
+                arm({ fault = "delay", seconds = 1, path = "/v3/certificates" })
+                local auth = authorization(env, "GET", "/v3/certificates")
+                local order = {}
+                run_concurrently(function()
+                    local answer = raw_exchange(env.port, "GET /v3/certificates HTTP/1.1\r\n"
+                        .. "Host: localhost\r\nAccept: application/json\r\n" .. USER_AGENT
+                        .. "\r\nAuthorization: " .. auth .. "\r\nConnection: close\r\n\r\n")
+                    assert.matches("^HTTP/1%.1 200", answer)
+                    order[#order + 1] = "delayed"
+                end, function()
+                    cqueues.sleep(0.2)
+                    local answer = raw_exchange(env.port, "GET /sandbox/health HTTP/1.1\r\n"
+                        .. "Host: localhost\r\nConnection: close\r\n\r\n")
+                    assert.matches("^HTTP/1%.1 200", answer)
+                    order[#order + 1] = "health"
+                end)
+                assert.same({ "health", "delayed" }, order)
+            end)
+
+            it("hang never responds", function()
+                arm({ fault = "hang" })
+                local http = assert(core.new_http({ timeout = 1 }))
+                local res, code = request(env, "GET", target, nil, { http = http })
+                assert.is_nil(res)
+                assert.equal("timeout", code)
+                assert.is_table(env.sandbox.control("GET", "/sandbox/health"))
+            end)
+
+            it("reset closes without a response", function()
+                arm({ fault = "reset" })
+                -- A fresh client: on a reused connection libcurl retries
+                -- once when the server closes without a response.
+                local http = assert(core.new_http({ timeout = 5 }))
+                local res, code = request(env, "GET", target, nil, { http = http })
+                assert.is_nil(res)
+                assert.equal("reset", code)
+            end)
+
+            it("truncate sends less than Content-Length", function()
+                arm({ fault = "truncate" })
+                local res, code = request(env, "GET", target)
+                assert.is_nil(res)
+                assert.equal("truncated", code)
+            end)
+
+            it("oversize sends a signed body of that size", function()
+                arm({ fault = "oversize", bytes = 4096 })
+                local res = assert(request(env, "GET", target))
+                assert.equal(200, res.status)
+                assert.equal(4096, #res.body)
+                assert.is_table(decode(res))
+                assert.is_true(verify(res, platform_key))
+
+                arm({ fault = "oversize", bytes = 2 * 1024 * 1024 })
+                local small = assert(core.new_http({ timeout = 5,
+                    max_response_size = 1024 * 1024 }))
+                local missing, code = request(env, "GET", target, nil, { http = small })
+                assert.is_nil(missing)
+                assert.equal("too_large", code)
+            end)
+
+            it("invalid_json sends a signed non-JSON body", function()
+                arm({ fault = "invalid_json" })
+                local res = assert(request(env, "GET", target))
+                assert.equal(200, res.status)
+                assert.is_nil(core.json_decode(res.body))
+                assert.is_true(verify(res, platform_key))
+            end)
+
+            it("empty_body sends a signed empty 200", function()
+                arm({ fault = "empty_body" })
+                local res = assert(request(env, "GET", target))
+                assert.equal(200, res.status)
+                assert.equal("", res.body)
+                assert.is_nil(res.headers["content-type"])
+                assert.is_true(verify(res, platform_key))
+            end)
+
+            it("matches method and path", function()
+                arm({ fault = "status", status = 500, method = "POST", path = "/v3/smartguide" })
+                assert.equal(200, request(env, "GET", target).status)
+                assert.equal(200, request(env, "GET", "/v3/certificates").status)
+                assert.equal(500, register().status)
+                assert.equal(200, register().status)
+
+                arm({ fault = "status", status = 429,
+                    path = "^/v3/smartguide/guides/[^/]+/assign$" })
+                assert.equal(200, request(env, "GET", target).status)
+                local res = request(env, "POST", "/v3/smartguide/guides/LLAx/assign",
+                    '{"out_trade_no":"T1"}')
+                assert.equal(429, res.status)
+                assert.equal("RATELIMIT_EXCEEDED", decode(res).code)
+            end)
+
+            it("rejects invalid fault specs", function()
+                local specs = {
+                    { fault = "no_such_fault" },
+                    { fault = "status", status = 200 },
+                    { fault = "delay", seconds = -1 },
+                    { fault = "missing_header", header = "Request-ID" },
+                    { fault = "status", count = 0 },
+                    { fault = "status", path = "[" },
+                }
+                for _, spec in ipairs(specs) do
+                    local res = control(env, "POST", "/sandbox/faults", spec)
+                    assert.equal(400, res.status, res.body)
+                end
+                assert.same({}, env.sandbox.control("GET", "/sandbox/faults"))
+            end)
+
+            it("DELETE clears armed faults", function()
+                arm({ fault = "status", count = 5 })
+                assert.equal(1, #env.sandbox.control("GET", "/sandbox/faults"))
+                env.sandbox.control("DELETE", "/sandbox/faults")
+                assert.equal(200, request(env, "GET", target).status)
+            end)
+        end)
+
+        describe("control API", function()
+            it("health returns ok", function()
+                assert.same({ ok = true }, env.sandbox.control("GET", "/sandbox/health"))
+            end)
+
+            it("stores adds a store", function()
+                assert.equal(400, register({ store_id = 5678 }).status)
+                env.sandbox.control("POST", "/sandbox/stores", { store_id = 5678 })
+                assert.equal(200, register({ store_id = 5678 }).status)
+                assert.same({ 1234, 5678 }, env.sandbox.control("GET", "/sandbox/stores"))
+            end)
+
+            it("guides adds a guide with work_id", function()
+                local added = env.sandbox.control("POST", "/sandbox/guides", {
+                    store_id = 1234, name = "赵六", mobile = "13700137000", work_id = "W001" })
+                local res = request(env, "GET", "/v3/smartguide/guides?store_id=1234&work_id=W001")
+                local page = decode(res)
+                assert.equal(1, page.total_count)
+                assert.equal(added.guide_id, page.data[1].guide_id)
+                assert.equal("W001", page.data[1].work_id)
+                assert.equal("赵六", env.merchant_key:decrypt(page.data[1].name))
+            end)
+
+            it("requests logs without the signature", function()
+                local res = register()
+                assert.equal(200, res.status)
+                local log = env.sandbox.control("GET", "/sandbox/requests")
+                local entry = log[#log]
+                assert.equal("POST", entry.method)
+                assert.equal("/v3/smartguide/guides", entry.target)
+                assert.equal(200, entry.status)
+                assert.is_nil(entry.headers.authorization)
+                assert.equal(env.config.platform_serial, entry.headers["wechatpay-serial"])
+                assert.equal(env.config.mchid, entry.authorization.mchid)
+                assert.equal(env.config.serial_no, entry.authorization.serial_no)
+                assert.is_nil(entry.authorization.signature)
+                assert.truthy(entry.body:find('"corpid"', 1, true))
+                local text = assert(core.json_encode(log))
+                assert.is_nil(text:find("signature=", 1, true))
+            end)
+
+            it("requests keeps the last 100", function()
+                for _ = 1, 105 do
+                    request(env, "GET", "/v3/smartguide/guides?store_id=1234")
+                end
+                local log = env.sandbox.control("GET", "/sandbox/requests")
+                assert.equal(100, #log)
+            end)
+
+            it("clock shifts the sandbox clock", function()
+                local clock = env.sandbox.control("POST", "/sandbox/clock", { skew = 3600 })
+                assert.equal(3600, clock.skew)
+                local res = request(env, "GET", "/v3/certificates")
+                assert.equal(401, res.status)
+                local shifted = tonumber(res.headers["wechatpay-timestamp"]) - os.time()
+                assert.is_true(shifted >= 3598 and shifted <= 3602, tostring(shifted))
+                res = request(env, "GET", "/v3/certificates", nil,
+                    { timestamp = os.time() + 3600 })
+                assert.equal(200, res.status, res.body)
+            end)
+
+            it("reset clears everything", function()
+                local guide_id = decode(register()).guide_id
+                request(env, "POST", "/v3/smartguide/guides/" .. guide_id .. "/assign",
+                    '{"out_trade_no":"T1"}')
+                env.sandbox.control("POST", "/sandbox/stores", { store_id = 42 })
+                env.sandbox.control("POST", "/sandbox/clock", { skew = 100 })
+                env.sandbox.control("POST", "/sandbox/faults", { fault = "status", count = 3 })
+                env.sandbox.control("POST", "/sandbox/reset")
+                assert.same({}, env.sandbox.control("GET", "/sandbox/guides"))
+                assert.same({}, env.sandbox.control("GET", "/sandbox/assignments"))
+                assert.same({}, env.sandbox.control("GET", "/sandbox/requests"))
+                assert.same({}, env.sandbox.control("GET", "/sandbox/faults"))
+                assert.same({ 1234 }, env.sandbox.control("GET", "/sandbox/stores"))
+                assert.equal(0, env.sandbox.control("GET", "/sandbox/clock").skew)
+            end)
+
+            it("rejects invalid control input", function()
+                assert.equal(400, control(env, "POST", "/sandbox/clock", { skew = "x" }).status)
+                assert.equal(400,
+                    control(env, "POST", "/sandbox/stores", { store_id = -1 }).status)
+                assert.equal(404, control(env, "GET", "/sandbox/nothing").status)
+                assert.equal(405, control(env, "PUT", "/sandbox/reset").status)
+            end)
+        end)
+
+        describe("HTTP handling", function()
+            it("serves pipelined keep-alive requests", function()
+                local one = "GET /sandbox/health HTTP/1.1\r\nHost: x\r\n\r\n"
+                local last = "GET /sandbox/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                local answer = raw_exchange(env.port, one .. one .. last)
+                local _, count = answer:gsub("HTTP/1%.1 200 OK", "")
+                assert.equal(3, count)
+            end)
+
+            it("rejects chunked request bodies", function()
+                local answer = raw_exchange(env.port, "POST /v3/smartguide/guides HTTP/1.1\r\n"
+                    .. "Host: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n")
+                assert.matches("^HTTP/1%.1 411 ", answer)
+            end)
+
+            it("rejects malformed and oversized heads", function()
+                assert.matches("^HTTP/1%.1 400 ", raw_exchange(env.port, "HELLO\r\n\r\n"))
+                assert.matches("^HTTP/1%.1 400 ", raw_exchange(env.port,
+                    "GET /x HTTP/1.1\r\nno colon here\r\n\r\n"))
+                assert.matches("^HTTP/1%.1 431 ", raw_exchange(env.port,
+                    "GET /x HTTP/1.1\r\nX-Big: " .. string.rep("a", 20000) .. "\r\n\r\n"))
+                assert.matches("^HTTP/1%.1 413 ", raw_exchange(env.port,
+                    "POST /x HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"))
+            end)
+
+            it("closes TLS handshakes on http", function()
+                local answer = raw_exchange(env.port, "\22\3\1\0\4abcd")
+                assert.equal("", answer)
+                assert.truthy(env.sandbox.log():find("a TLS handshake arrived", 1, true))
+            end)
+
+            it("sends 100 Continue before the body", function()
+                local body = '{"store_id":77}'
+                local answer
+                run_concurrently(function()
+                    local con = assert(socket.connect("127.0.0.1", env.port))
+                    con:setmode("b", "bn")
+                    con:xwrite("POST /sandbox/stores HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                        .. #body .. "\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n", "bn")
+                    local interim = con:xread(-1024, "b", 5)
+                    assert.matches("^HTTP/1%.1 100 Continue\r\n\r\n$", interim)
+                    con:xwrite(body, "bn")
+                    answer = con:xread(-4096, "b", 5)
+                    con:close()
+                end)
+                assert.matches("^HTTP/1%.1 200 ", answer)
+                assert.same({ 77, 1234 }, env.sandbox.control("GET", "/sandbox/stores"))
+            end)
+
+            it("survives peers that reset or stall", function()
+                run_concurrently(function()
+                    for _ = 1, 20 do
+                        local con = assert(socket.connect("127.0.0.1", env.port))
+                        con:setmode("b", "bn")
+                        con:xwrite("POST /sandbox/stores HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
+                            "bn")
+                        con:close()
+                    end
+                end)
+                assert.same({ ok = true }, env.sandbox.control("GET", "/sandbox/health"))
+                assert.equal(200, request(env, "GET", "/v3/certificates").status)
+            end)
+        end)
+    end)
+
+    describe("in public_key mode", function()
+        local env
+
+        setup(function()
+            env = open(helper.start_sandbox({ mode = "public_key" }))
+        end)
+
+        teardown(function()
+            env.sandbox.stop()
+        end)
+
+        it("signs with the public key", function()
+            local res = assert(request(env, "GET", "/v3/smartguide/guides?store_id=1234"))
+            assert.equal(200, res.status, res.body)
+            assert.equal(env.config.public_key_id, res.headers["wechatpay-serial"])
+            assert.is_true(verify(res, env.public_key))
+        end)
+
+        it("has no platform certificates", function()
+            local res = assert(request(env, "GET", "/v3/certificates"))
+            assert.equal(404, res.status)
+            local err = decode(res)
+            assert.equal("RESOURCE_NOT_EXISTS", err.code)
+            assert.truthy(err.message:find("无可用的平台证书", 1, true))
+            assert.is_true(verify(res, env.public_key))
+        end)
+
+        it("registers with the public key", function()
+            local res = request(env, "POST", "/v3/smartguide/guides", guide_body(env.public_key),
+                { serial = env.config.public_key_id })
+            assert.equal(200, res.status, res.body)
+            assert.is_true(verify(res, env.public_key))
+            res = request(env, "POST", "/v3/smartguide/guides",
+                guide_body(env.public_key, { userid = "alice" }),
+                { serial = env.config.platform_serial })
+            assert.equal(400, res.status, res.body)
+            assert.equal("PARAM_ERROR", decode(res).code)
+        end)
+    end)
+
+    describe("in both mode", function()
+        local env
+        local platform_key
+
+        setup(function()
+            env = open(helper.start_sandbox({ mode = "both" }))
+            platform_key = platform_certificates(env)[1]:public_key()
+        end)
+
+        teardown(function()
+            env.sandbox.stop()
+        end)
+
+        it("signs as Wechatpay-Serial asks", function()
+            local target = "/v3/smartguide/guides?store_id=1234"
+            local res = assert(request(env, "GET", target, nil,
+                { serial = env.config.public_key_id }))
+            assert.equal(env.config.public_key_id, res.headers["wechatpay-serial"])
+            assert.is_true(verify(res, env.public_key))
+
+            res = assert(request(env, "GET", target))
+            assert.equal(env.config.platform_serial, res.headers["wechatpay-serial"])
+            assert.is_true(verify(res, platform_key))
+
+            res = assert(request(env, "POST", "/v3/smartguide/guides/LLAx/assign",
+                '{"out_trade_no":"T1"}', { serial = env.config.public_key_id }))
+            assert.equal(404, res.status)
+            assert.equal(env.config.public_key_id, res.headers["wechatpay-serial"])
+            assert.is_true(verify(res, env.public_key))
+        end)
+
+        it("decrypts with either key", function()
+            local res = request(env, "POST", "/v3/smartguide/guides", guide_body(env.public_key),
+                { serial = env.config.public_key_id })
+            assert.equal(200, res.status, res.body)
+            res = request(env, "POST", "/v3/smartguide/guides",
+                guide_body(platform_key, { userid = "alice" }),
+                { serial = env.config.platform_serial })
+            assert.equal(200, res.status, res.body)
+            local guides = env.sandbox.control("GET", "/sandbox/guides")
+            assert.equal(2, #guides)
+            assert.equal("张三", guides[2].name)
+        end)
+    end)
+
+    describe("with --tls", function()
+        local env
+
+        setup(function()
+            env = open(helper.start_sandbox({ tls = true, args = "--store-ids 1234,5678" }))
+        end)
+
+        teardown(function()
+            env.sandbox.stop()
+        end)
+
+        it("serves https with the test CA", function()
+            assert.matches("^https://localhost:%d+$", env.config.base_url)
+            assert.equal(env.sandbox.dir .. "/ca_test_cert.pem", env.config.ca_file)
+            local res = assert(request(env, "GET", "/v3/smartguide/guides?store_id=5678"))
+            assert.equal(200, res.status, res.body)
+        end)
+
+        it("certificate names 127.0.0.1 too", function()
+            local res = assert(env.http:request("GET", "https://127.0.0.1:" .. env.port
+                .. "/sandbox/health", { ACCEPT }))
+            assert.equal(200, res.status)
+        end)
+
+        it("rejects clients without the CA", function()
+            local http = assert(core.new_http({ timeout = 5 }))
+            local res, code = http:request("GET", env.config.base_url .. "/sandbox/health", {})
+            assert.is_nil(res)
+            assert.equal("tls", code)
+        end)
+    end)
+
+    describe("command line", function()
+        local function run_sandbox(args)
+            return helper.run("lua5.4 bin/wechatpay-sandbox " .. args .. " 2>&1")
+        end
+
+        it("rejects non-loopback hosts", function()
+            for _, host in ipairs({ "0.0.0.0", "::", "192.168.1.10", "example.com" }) do
+                local dir = helper.tmpdir()
+                local out, ok = run_sandbox("--host " .. helper.shell_quote(host) .. " --dir "
+                    .. helper.shell_quote(dir))
+                assert.is_false(ok)
+                assert.truthy(out:find("not a loopback address", 1, true), out)
+                assert.is_false(helper.exists(dir .. "/sandbox.json"))
+            end
+        end)
+
+        it("rejects unknown options and modes", function()
+            local out, ok = run_sandbox("--colour")
+            assert.is_false(ok)
+            assert.truthy(out:find("unknown option --colour", 1, true), out)
+            out, ok = run_sandbox("--mode public")
+            assert.is_false(ok)
+            assert.truthy(out:find("mode", 1, true), out)
+        end)
+
+        it("--help lists the options", function()
+            local out, ok = run_sandbox("--help")
+            assert.is_true(ok)
+            for _, option in ipairs({ "--host", "--port", "--mode", "--dir", "--tls", "--mchid",
+                "--store-ids", "--parent-pid" }) do
+                assert.truthy(out:find(option, 1, true), option)
+            end
+        end)
+
+        it("listens on ::1", function()
+            local sandbox = helper.start_sandbox({ args = "--host ::1" })
+            finally(sandbox.stop)
+            assert.matches("^http://%[::1%]:%d+$", sandbox.config.base_url)
+            assert.same({ ok = true }, sandbox.control("GET", "/sandbox/health"))
+        end)
+
+        it("stops on SIGTERM", function()
+            local sandbox = helper.start_sandbox({})
+            local config_path = sandbox.dir .. "/sandbox.json"
+            assert.is_true(helper.exists(config_path))
+            sandbox.stop()
+            assert.is_true(wait_until(function()
+                return not pid_alive(sandbox.pid)
+            end, 5))
+            assert.truthy(sandbox.log():find("sandbox: stopped", 1, true))
+            assert.is_false(helper.exists(config_path))
+        end)
+
+        it("exits when the parent is gone", function()
+            local parent = helper.run("sleep 1 > /dev/null 2>&1 & echo $!"):match("%d+")
+            local sandbox = helper.start_sandbox({ args = "--parent-pid " .. parent })
+            finally(sandbox.stop)
+            local gone = wait_until(function()
+                return not pid_alive(sandbox.pid)
+            end, 8)
+            assert.is_true(gone)
+            assert.truthy(sandbox.log():find("parent process " .. parent, 1, true))
+        end)
+
+        it("logs no secrets", function()
+            local sandbox = helper.start_sandbox({})
+            finally(sandbox.stop)
+            local e = open(sandbox)
+            local key = platform_certificates(e)[1]:public_key()
+            local res = request(e, "POST", "/v3/smartguide/guides", guide_body(key),
+                { serial = e.config.platform_serial })
+            assert.equal(200, res.status, res.body)
+            request(e, "GET", "/v3/certificates", nil, { signature = "AAAA" })
+            sandbox.stop()
+            assert.is_true(wait_until(function()
+                return not pid_alive(sandbox.pid)
+            end, 5))
+            local log = sandbox.log()
+            assert.truthy(log:find("POST /v3/smartguide/guides 200", 1, true), log)
+            for _, secret in ipairs({ "张三", "13800138000", e.config.apiv3_key, "signature=",
+                "WECHATPAY2-SHA256-RSA2048", "PRIVATE KEY" }) do
+                assert.is_nil(log:find(secret, 1, true), secret)
+            end
+        end)
+    end)
+end)
