@@ -214,7 +214,9 @@ describe("client", function()
         end)
 
         it("keeps secrets out of tostring", function()
-            local client = assert(new_client(nil, { apiv3_key = "0123456789abcdef0123456789ABCDEF" }))
+            local client = assert(new_client(nil, {
+                apiv3_key = "0123456789abcdef0123456789ABCDEF",
+            }))
             local text = tostring(client)
             assert.matches("1900000109", text)
             assert.not_matches("0123456789abcdef", text)
@@ -364,7 +366,8 @@ describe("client", function()
         end)
 
         it("posts out_trade_no and accepts 204", function()
-            local ok, err = client:guide("LLA3WJ6DSZUfiaZDS79FH5Wm5m4X69TBic"):assign("1217752501201407033233368018")
+            local guide = client:guide("LLA3WJ6DSZUfiaZDS79FH5Wm5m4X69TBic")
+            local ok, err = guide:assign("1217752501201407033233368018")
             assert.is_nil(err)
             assert.is_true(ok)
             local req = transport.sent[1]
@@ -495,7 +498,9 @@ describe("client", function()
             local req = transport.sent[1]
             local encoded = req.url:match("mobile=([^&]+)")
             assert.not_matches("[+/=]", encoded)
-            local cipher = encoded:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end)
+            local cipher = encoded:gsub("%%(%x%x)", function(h)
+                return string.char(tonumber(h, 16))
+            end)
             assert.equals("13800138000", keys.platform:decrypt(cipher))
             local auth = request_header(req, "Authorization")
             local message = core.request_message("GET", req.url:match("^https://[^/]+(.*)$"),
@@ -510,8 +515,9 @@ describe("client", function()
             local partner = assert(new_client(transport, { sub_mchid = "1900000110" }))
             assert(partner:query_guides({ offset = 0, limit = 5, work_id = "w1", store_id = 7,
                 userid = "u1" }))
+            local path = transport.sent[1].url:match("^https://[^/]+(.*)$")
             assert.equals("/v3/smartguide/guides?sub_mchid=1900000110&store_id=7&userid=u1"
-                .. "&work_id=w1&limit=5&offset=0", transport.sent[1].url:match("^https://[^/]+(.*)$"))
+                .. "&work_id=w1&limit=5&offset=0", path)
             partner:close()
         end)
 
@@ -685,7 +691,9 @@ describe("client", function()
 
         it("returns the decoded body and the Request-ID", function()
             transport.replies[1] = signed(200, '{"n":9007199254740993}')
-            local res, err = client:request("GET", "/v3/anything", { query = { b = "2", a = "1 1" } })
+            local res, err = client:request("GET", "/v3/anything", {
+                query = { b = "2", a = "1 1" },
+            })
             assert.is_nil(err)
             assert.equals(200, res.status)
             assert.equals(9007199254740993, res.data.n)
