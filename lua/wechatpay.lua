@@ -6,13 +6,17 @@
 local core = require("wechatpay.core")
 local client = require("wechatpay.client")
 local errors = require("wechatpay.errors")
+local notification = require("wechatpay.notification")
 local smartguide = require("wechatpay.smartguide")
 
 local pairs = pairs
 
--- The staff calls are client methods, next to request().
-for name, fn in pairs(smartguide) do
-    client[name] = fn
+-- The staff calls and callback parsing are client methods, next to
+-- request().
+for _, methods in pairs({ smartguide, notification }) do
+    for name, fn in pairs(methods) do
+        client[name] = fn
+    end
 end
 
 return {

@@ -52,6 +52,7 @@ build = {
         ["wechatpay.client"] = "lua/wechatpay/client.lua",
         ["wechatpay.errors"] = "lua/wechatpay/errors.lua",
         ["wechatpay.keystore"] = "lua/wechatpay/keystore.lua",
+        ["wechatpay.notification"] = "lua/wechatpay/notification.lua",
         ["wechatpay.sandbox"] = "lua/wechatpay/sandbox.lua",
         ["wechatpay.sandbox.certificates"] = "lua/wechatpay/sandbox/certificates.lua",
         ["wechatpay.sandbox.cli"] = "lua/wechatpay/sandbox/cli.lua",

@@ -9,6 +9,7 @@ local floor = math.floor
 local ipairs = ipairs
 local os_time = os.time
 local pairs = pairs
+local select = select
 local setmetatable = setmetatable
 local sort = table.sort
 local tostring = tostring
@@ -31,7 +32,8 @@ local OPTIONS = {
     public_key = true, public_key_file = true, public_key_id = true,
     base_url = true, timeout = true, connect_timeout = true,
     max_response_size = true, ca_file = true, sub_mchid = true,
-    clock = true, transport = true,
+    clock = true, transport = true, sleep = true, refresh_interval = true,
+    platform_certificates = true, platform_certificate_files = true,
 }
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
@@ -134,7 +136,37 @@ local function load_private_key(opts)
     return key
 end
 
--- Loads the verification keys: the public key and/or the APIv3 key.
+-- Loads platform certificates given in the options, as PEM text or files.
+local function load_certificates(opts)
+    local list = {}
+    for _, name in ipairs({ "platform_certificates", "platform_certificate_files" }) do
+        local given = opts[name]
+        if given ~= nil and type(given) ~= "table" then
+            return config_error(name, "must be a list")
+        end
+        for i, item in ipairs(given or {}) do
+            local field = format("%s[%d]", name, i)
+            local pem, err = item, nil
+            if name == "platform_certificate_files" then
+                pem, err = read_file(field, item)
+            elseif type(item) ~= "string" then
+                err = select(2, config_error(field, "must be PEM text"))
+            end
+            if err then
+                return nil, err
+            end
+            local cert, why = core.load_certificate(pem)
+            if not cert then
+                return config_error(field, why)
+            end
+            list[#list + 1] = cert
+        end
+    end
+    return list
+end
+
+-- Loads the verification keys: the public key, the APIv3 key and the
+-- platform certificates given in the options.
 local function load_keystore(opts, clock)
     local pem, err = pem_option(opts, "public_key")
     if err then
@@ -165,15 +197,34 @@ local function load_keystore(opts, clock)
         apiv3_key = assert(core.new_aead_key(opts.apiv3_key))
     end
 
-    if not public_key and not apiv3_key then
+    local certificates
+    certificates, err = load_certificates(opts)
+    if err then
+        return nil, err
+    end
+
+    if not public_key and not apiv3_key and #certificates == 0 then
         return config_error("apiv3_key", "configure apiv3_key (platform certificates) or "
             .. "public_key and public_key_id (WeChat Pay public key), or both")
+    end
+    local refresh_interval
+    refresh_interval, err = number_option(opts, "refresh_interval",
+        keystore.DEFAULT_REFRESH_INTERVAL, 30 * 86400)
+    if err then
+        return nil, err
+    end
+    if opts.sleep ~= nil and type(opts.sleep) ~= "function" then
+        return config_error("sleep", "must be a function(seconds)")
     end
     return keystore.new({
         public_key = public_key,
         public_key_id = public_key_id,
         apiv3_key = apiv3_key,
+        certificates = certificates,
         clock = clock,
+        refresh_interval = refresh_interval,
+        sleep = opts.sleep,
+        wait_limit = opts.timeout,
     })
 end
 
@@ -285,8 +336,10 @@ function mt.__tostring(self)
         mode = "public key and platform certificates"
     elseif self.keys.public_key then
         mode = "public key"
-    else
+    elseif self.keys.apiv3_key then
         mode = "platform certificates"
+    else
+        mode = "configured platform certificates"
     end
     return format("wechatpay.Client (mchid %s, serial_no %s, %s, %s)", self.mchid,
         self.serial_no, mode, self.base_url)
@@ -400,9 +453,13 @@ function _M:_send(method, url_path, body, headers, idempotent)
     return res
 end
 
--- Fetches the platform certificates, for the key store.
+-- Fetches the platform certificates, for the key store.  The public key
+-- ID goes in Wechatpay-Serial here too, so that in migration the platform
+-- signs the list with the public key.
 function _M:_fetch_certificates()
-    return self:_send("GET", "/v3/certificates", nil, nil, true)
+    local serial = self.keys:default_serial()
+    return self:_send("GET", "/v3/certificates", nil,
+        serial and { ["Wechatpay-Serial"] = serial } or nil, true)
 end
 
 local function fetcher(self)
@@ -448,6 +505,7 @@ function _M:_call(method, path, opts)
         headers["Wechatpay-Serial"] = serial
     end
 
+    self.keys:refresh_if_due(fetcher(self))
     local idempotent = method ~= "POST" or opts.idempotent == true
     local res, err = self:_send(method, url_path, body, headers, idempotent)
     if not res then
@@ -533,9 +591,20 @@ function _M:decrypt(ciphertext)
 end
 
 -- Lists the keys the client verifies with: serial, not_before,
--- not_after (absent for the public key) and source.
+-- not_after (absent for the public key) and source ("public_key",
+-- "download" or "config").
 function _M:certificates()
     return self.keys:list()
+end
+
+-- Downloads the platform certificates now.  Returns { added, removed,
+-- kept } (lists of serials), or nil and an error; on an error the client
+-- keeps the certificates it had.
+function _M:refresh_certificates()
+    if not self.transport then
+        return nil, errors.new("config", "the client is closed")
+    end
+    return self.keys:refresh(fetcher(self))
 end
 
 return _M

@@ -1,12 +1,22 @@
 -- The keys a client verifies responses with and encrypts fields with:
 -- the WeChat Pay public key (by its ID), platform certificates (by serial,
--- downloaded from /v3/certificates with the APIv3 key), or both while a
--- merchant migrates from certificates to the public key.
+-- downloaded from /v3/certificates with the APIv3 key, or given in the
+-- options), or both while a merchant migrates to the public key.
+--
+-- Downloads happen on first need, when the refresh interval has passed
+-- (checked lazily on use: there is no background thread), and when a
+-- response names a serial the store does not hold.  A failed download
+-- keeps what the store had.
 local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 
+local error = error
+local huge = math.huge
 local ipairs = ipairs
+local pairs = pairs
+local pcall = pcall
 local setmetatable = setmetatable
+local sort = table.sort
 local format = string.format
 
 local _M = {}
@@ -16,16 +26,31 @@ local mt = { __index = _M }
 -- A response whose timestamp is this far from the local clock is refused.
 local WINDOW = 300
 
--- An unknown serial triggers a download at most this often, so that
--- forged serials cannot cause a download per response.
+-- Downloads start at most this often, whatever triggers them (a flood of
+-- unknown serials, a failing platform), except refresh() on request.
 local MIN_DOWNLOAD_INTERVAL = 60
 
--- opts: public_key (a core PublicKey) and public_key_id, and/or
--- apiv3_key (a core AeadKey); clock returns Unix seconds.
+-- The default refresh interval: the platform advises polling more often
+-- than every 12 hours, and publishes a new certificate days ahead of use.
+_M.DEFAULT_REFRESH_INTERVAL = 12 * 3600
+
+-- How long a caller waits for another coroutine's download, and how often
+-- it looks.
+local WAIT_STEP = 0.05
+
+-- opts: public_key (a core PublicKey) and public_key_id; apiv3_key (a
+-- core AeadKey); certificates (core Certificates given in the options);
+-- clock returns Unix seconds; refresh_interval in seconds; sleep(seconds)
+-- yields to a scheduler while another coroutine downloads; wait_limit in
+-- seconds.
 function _M.new(opts)
     local store = core.new_store()
     if opts.public_key then
         store:put(opts.public_key_id, opts.public_key, 0, nil, "public_key")
+    end
+    for _, cert in ipairs(opts.certificates or {}) do
+        store:put(cert:serial(), cert:public_key(), cert:not_before(), cert:not_after(),
+            "config")
     end
     return setmetatable({
         store = store,
@@ -33,16 +58,14 @@ function _M.new(opts)
         public_key_id = opts.public_key_id,
         apiv3_key = opts.apiv3_key,
         clock = opts.clock,
-        last_download = nil,
+        refresh_interval = opts.refresh_interval or _M.DEFAULT_REFRESH_INTERVAL,
+        sleep = opts.sleep,
+        wait_limit = opts.wait_limit or 10,
+        last_attempt = nil,     -- when the last download started
+        last_success = nil,     -- when a download last succeeded
+        downloading = false,
+        unavailable = nil,      -- the config error of a merchant without certificates
     }, mt)
-end
-
-function _M:can_download(now)
-    if not self.apiv3_key then
-        return false
-    end
-    return self.last_download == nil
-        or now - self.last_download >= MIN_DOWNLOAD_INTERVAL
 end
 
 local function header(res, name)
@@ -57,85 +80,205 @@ local function verify_with(store, res, now)
         header(res, "wechatpay-signature"), res.body, now, WINDOW)
 end
 
-local function verify_error(res, code, message)
-    return nil, errors.new("verify", "response signature not accepted: " .. message, {
-        reason = code,
-        status = res.status,
-        request_id = header(res, "request-id"),
-    })
+local function verify_error(res, code, message, what)
+    return nil, errors.new("verify", (what or "response") .. " signature not accepted: "
+        .. message, {
+            reason = code,
+            status = res.status,
+            request_id = header(res, "request-id"),
+        })
 end
 
 -- Turns a failed /v3/certificates answer into an error.  A merchant that
--- has only the WeChat Pay public key gets 404 RESOURCE_NOT_EXISTS there.
-local function download_failed(err)
-    if err.kind == "api" and (err.status == 404 or err.code == "RESOURCE_NOT_EXISTS") then
-        return nil, errors.new("config", "this merchant has no platform certificates "
-            .. "(/v3/certificates answered " .. (err.code or err.status) .. "); configure "
-            .. "public_key and public_key_id, the WeChat Pay public key", {
-                status = err.status, code = err.code, request_id = err.request_id,
-            })
+-- has only the WeChat Pay public key gets 404 RESOURCE_NOT_EXISTS there
+-- (403 and 500 have been reported for the same case).  That is a
+-- configuration problem, not worth downloading again for: it is kept
+-- until refresh() is called.
+function _M:download_failed(err)
+    local no_certificates = err.kind == "api" and (err.status == 404 or err.status == 403
+        or err.code == "RESOURCE_NOT_EXISTS" or err.code == "NOT_FOUND")
+    if not no_certificates then
+        return nil, err
     end
-    return nil, err
+    self.unavailable = errors.new("config", "this merchant has no platform certificates "
+        .. "(/v3/certificates answered " .. (err.code or err.status) .. "); configure "
+        .. "public_key and public_key_id, the WeChat Pay public key", {
+            status = err.status, code = err.code, request_id = err.request_id,
+        })
+    return nil, self.unavailable
 end
 
--- Downloads the platform certificates with fetch(), a function that
+-- The keys a download response may be signed with.  The public key, when
+-- configured, always.  While the store holds a valid certificate, those
+-- certificates: a new certificate is trusted only when a key already
+-- trusted signs the list that brings it.  With none (the first download,
+-- or after every certificate expired), a certificate from the list
+-- itself: each entry has already been authenticated by its AES-GCM tag
+-- under the APIv3 key, which only the merchant and the platform know.
+function _M:signers_for(certs, now)
+    local signers = core.new_store()
+    local certificates = 0
+    for _, entry in ipairs(self.store:list()) do
+        if (entry.not_after or huge) > now and entry.not_before <= now then
+            local _, key = self.store:find(entry.serial)
+            signers:put(entry.serial, key, entry.not_before, entry.not_after, entry.source)
+            if entry.source ~= "public_key" then
+                certificates = certificates + 1
+            end
+        end
+    end
+    if certificates > 0 then
+        return signers, "a key already trusted"
+    end
+    for _, cert in ipairs(certs) do
+        signers:put(cert:serial(), cert:public_key(), cert:not_before(), cert:not_after(),
+            "download")
+    end
+    return signers, "a certificate from the same list or the public key"
+end
+
+-- Replaces the downloaded certificates with certs; returns the changes.
+function _M:install(certs, now)
+    local before = {}
+    for _, entry in ipairs(self.store:list()) do
+        if entry.source == "download" then
+            before[entry.serial] = true
+        end
+    end
+    local changes = { added = {}, removed = {}, kept = {} }
+    local fresh = {}
+    for _, cert in ipairs(certs) do
+        local serial = cert:serial()
+        if cert:not_after() > now then
+            fresh[serial] = true
+            self.store:put(serial, cert:public_key(), cert:not_before(), cert:not_after(),
+                "download")
+            local list = before[serial] and changes.kept or changes.added
+            list[#list + 1] = serial
+        end
+    end
+    for serial in pairs(before) do
+        if not fresh[serial] then
+            self.store:remove(serial)
+            changes.removed[#changes.removed + 1] = serial
+        end
+    end
+    for _, list in pairs(changes) do
+        sort(list)
+    end
+    return changes
+end
+
+-- Downloads and installs the platform certificates with fetch(), which
 -- sends a signed GET /v3/certificates and returns the raw response (or
--- nil, err).  Each certificate must decrypt with the APIv3 key, and the
--- response must be signed by a key already trusted or by one of the
--- certificates it carries, which the APIv3 key has just authenticated.
+-- nil, err).  Returns the changes, or nil and an error; on an error the
+-- store keeps what it had.
 function _M:download(fetch)
     local now = self.clock()
-    self.last_download = now
-
-    local res, err = fetch()
+    self.last_attempt = now
+    self.downloading = true
+    local done, res, err = pcall(fetch)
+    self.downloading = false
+    if not done then
+        error(res, 0)
+    end
     if not res then
-        return download_failed(err)
+        return self:download_failed(err)
     end
 
     local certs, why, what = self.apiv3_key:parse_certificates(res.body)
     if not certs then
-        local kind = what == "decrypt" and "decrypt" or "api"
-        return nil, errors.new(kind, "platform certificates not accepted: " .. why, {
-            status = res.status, request_id = header(res, "request-id"),
-        })
+        return nil, errors.new(what == "decrypt" and "decrypt" or "api",
+            "platform certificates not accepted: " .. why, {
+                status = res.status, request_id = header(res, "request-id"),
+            })
     end
-
-    local candidates = core.new_store()
-    for _, entry in ipairs(self.store:list()) do
-        local _, key = self.store:find(entry.serial)
-        candidates:put(entry.serial, key, entry.not_before, entry.not_after, entry.source)
-    end
-    for _, cert in ipairs(certs) do
-        candidates:put(cert:serial(), cert:public_key(), cert:not_before(),
-            cert:not_after(), "download")
-    end
-    local ok, code, message = verify_with(candidates, res, now)
+    local signers, rule = self:signers_for(certs, now)
+    local ok, code, message = verify_with(signers, res, now)
     if not ok then
-        return verify_error(res, code, "certificates download: " .. message)
+        return verify_error(res, code, message .. " (a certificate list must be signed by "
+            .. rule .. ")", "certificate list")
     end
 
-    for _, cert in ipairs(certs) do
-        self.store:put(cert:serial(), cert:public_key(), cert:not_before(),
-            cert:not_after(), "download")
-    end
-    self.store:expire(now)
-    return true
+    self.last_success = now
+    self.unavailable = nil
+    return self:install(certs, now)
 end
 
--- Verifies a 2xx response.  An unknown serial in certificate mode leads
--- to one download (at most one a minute) and a second attempt.
-function _M:verify(res, fetch)
-    local now = self.clock()
-    local ok, code, message = verify_with(self.store, res, now)
-    if not ok and code == "serial" and self:can_download(now) then
-        local downloaded, err = self:download(fetch)
-        if not downloaded then
-            return nil, err
+-- Runs one download, or waits for the one another coroutine runs.
+-- force skips the minimum interval.
+function _M:download_once(fetch, force)
+    if self.downloading then
+        if not self.sleep then
+            return nil, errors.new("verify", "a certificate download is already running "
+                .. "in another coroutine; pass a sleep function in the options to wait "
+                .. "for it")
         end
-        ok, code, message = verify_with(self.store, res, now)
+        local waited = 0
+        while self.downloading and waited < self.wait_limit do
+            self.sleep(WAIT_STEP)
+            waited = waited + WAIT_STEP
+        end
+        if self.downloading then
+            return nil, errors.new("network", format("waited %g s for a certificate "
+                .. "download that another coroutine runs", waited), { reason = "timeout" })
+        end
+        return {}
+    end
+
+    local now = self.clock()
+    if not force and self.last_attempt and now - self.last_attempt < MIN_DOWNLOAD_INTERVAL then
+        return nil, errors.new("verify", format("certificates were downloaded %d s ago; the "
+            .. "next download may start in %d s", now - self.last_attempt,
+            MIN_DOWNLOAD_INTERVAL - (now - self.last_attempt)), { reason = "serial" })
+    end
+    return self:download(fetch)
+end
+
+-- Downloads now, whatever the schedule says (client:refresh_certificates).
+function _M:refresh(fetch)
+    if not self.apiv3_key then
+        return nil, errors.new("config", "refreshing platform certificates needs apiv3_key")
+    end
+    self.unavailable = nil
+    return self:download_once(fetch, true)
+end
+
+-- Refreshes when the interval has passed since the last success, at most
+-- once a minute.  A failure here is not the caller's: the store keeps its
+-- keys and the next attempt comes a minute later.
+function _M:refresh_if_due(fetch)
+    if not self.apiv3_key or self.unavailable or self.last_success == nil
+        or self.downloading then
+        return
+    end
+    local now = self.clock()
+    if now - self.last_success < self.refresh_interval then
+        return
+    end
+    if self.last_attempt and now - self.last_attempt < MIN_DOWNLOAD_INTERVAL then
+        return
+    end
+    self:download(fetch)
+end
+
+-- Verifies a 2xx response or a callback.  An unknown serial leads to one
+-- download (at most one a minute) and a second attempt.
+function _M:verify(res, fetch, what)
+    local now = self.clock()
+    self.store:expire(now)
+    local ok, code, message = verify_with(self.store, res, now)
+    if not ok and code == "serial" and self.apiv3_key then
+        if self.unavailable then
+            return nil, self.unavailable
+        end
+        local downloaded = self:download_once(fetch, self.last_success == nil)
+        if downloaded then
+            ok, code, message = verify_with(self.store, res, now)
+        end
     end
     if not ok then
-        return verify_error(res, code, message)
+        return verify_error(res, code, message, what)
     end
     return true
 end
@@ -145,9 +288,13 @@ end
 -- the latest expiry, downloading the certificates when none is held.
 function _M:encryption_key(fetch)
     local now = self.clock()
+    self.store:expire(now)
     local entry, key = self.store:newest(now)
-    if not entry and self:can_download(now) then
-        local ok, err = self:download(fetch)
+    if not entry and self.apiv3_key then
+        if self.unavailable then
+            return nil, self.unavailable
+        end
+        local ok, err = self:download_once(fetch, self.last_success == nil)
         if not ok then
             return nil, err
         end
@@ -167,6 +314,8 @@ function _M:default_serial()
     return self.public_key_id
 end
 
+-- Lists the keys: serial, not_before, not_after (absent for the public
+-- key) and source ("public_key", "download" or "config").
 function _M:list()
     return self.store:list()
 end
