@@ -207,12 +207,129 @@ local function wait_until(predicate, seconds)
     return predicate()
 end
 
+-- Starts spec/support/callback_receiver.lua on 127.0.0.1.  o: status
+-- (of every response, default 200) and delay (seconds before each
+-- response).  Returns a handle with port, url(path), count() (the
+-- requests recorded so far), request(n) (the nth, decoded) and stop().
+local function start_receiver(o)
+    o = o or {}
+    local dir = helper.tmpdir()
+    local own_pid = helper.read("/proc/self/stat"):match("^(%d+)")
+    local command = string.format("lua5.4 spec/support/callback_receiver.lua --dir %s"
+        .. " --status %d --delay %s --parent-pid %s > %s 2>&1 & echo $!",
+        helper.shell_quote(dir), o.status or 200, tostring(o.delay or 0), own_pid,
+        helper.shell_quote(dir .. "/receiver.log"))
+    local pid = helper.run(command):match("%d+")
+    local started = wait_until(function()
+        return helper.exists(dir .. "/port")
+    end, 5)
+    if not started then
+        os.execute("kill " .. pid .. " 2>/dev/null")
+        error("callback receiver did not start: " .. helper.read(dir .. "/receiver.log"))
+    end
+    local receiver = { port = tonumber(helper.read(dir .. "/port")), pid = pid }
+
+    function receiver.url(path)
+        return "http://127.0.0.1:" .. receiver.port .. (path or "/notify")
+    end
+
+    function receiver.count()
+        local n = 0
+        while helper.exists(dir .. "/request-" .. (n + 1) .. ".json") do
+            n = n + 1
+        end
+        return n
+    end
+
+    function receiver.request(n)
+        return assert(core.json_decode(helper.read(dir .. "/request-" .. n .. ".json")))
+    end
+
+    function receiver.stop()
+        os.execute("kill " .. pid .. " 2>/dev/null")
+    end
+
+    return receiver
+end
+
+-- Returns a TCP port on 127.0.0.1 that nothing listens on.
+local function closed_port()
+    local listener = socket.listen({ host = "127.0.0.1", port = 0 })
+    assert(listener:listen())
+    local _, _, port = listener:localname()
+    listener:close()
+    return port
+end
+
+-- Verifies a callback's signature over the raw body with public_key.
+local function verify_callback(headers, body, public_key)
+    local message = core.response_message(headers["wechatpay-timestamp"],
+        headers["wechatpay-nonce"], body)
+    return public_key:verify(message, headers["wechatpay-signature"])
+end
+
+-- Checks a callback as the client checks responses, with the core's key
+-- store holding public_key under serial.  Returns true, or nil, the
+-- failure code ("missing", "stale", "probe", "serial", "signature", ...)
+-- and the message.
+local function client_verify(headers, body, serial, public_key)
+    local store = core.new_store()
+    store:put(serial, public_key, 0, nil, "config")
+    return store:verify(headers["wechatpay-serial"], headers["wechatpay-timestamp"],
+        headers["wechatpay-nonce"], headers["wechatpay-signature"], body, os.time())
+end
+
+-- Decrypts the resource of a callback body with the APIv3 key.  Returns
+-- the plaintext, or nil and a message.
+local function decrypt_resource(env, body)
+    local resource = assert(core.json_decode(body)).resource
+    local aead = assert(core.new_aead_key(env.config.apiv3_key))
+    local associated_data = resource.associated_data
+    if associated_data == core.null then
+        associated_data = nil
+    end
+    return aead:decrypt(resource.nonce, associated_data, resource.ciphertext)
+end
+
 -- }====================================================================
 
 describe("wechatpay sandbox", function()
+    local shared_receiver
+
+    -- Returns the receiver that responds 200, started on first use.
+    local function receiver()
+        shared_receiver = shared_receiver or start_receiver()
+        return shared_receiver
+    end
+
     teardown(function()
+        if shared_receiver then
+            shared_receiver.stop()
+        end
         helper.cleanup()
     end)
+
+    -- Sends POST /sandbox/notify with fields, adding the shared receiver's
+    -- URL and a resource unless fields has them.  Returns the HTTP
+    -- response and the decoded result.
+    local function send_callback(env, fields)
+        local body = { url = receiver().url(), resource = { out_trade_no = "T1" } }
+        for key, value in pairs(fields or {}) do
+            body[key] = value
+        end
+        return control(env, "POST", "/sandbox/notify", body)
+    end
+
+    -- Returns the public key of the published platform certificate that
+    -- serial names, as /v3/certificates delivers it.
+    local function certificate_key(env, serial)
+        for _, certificate in ipairs(platform_certificates(env)) do
+            if certificate:serial() == serial then
+                return certificate:public_key()
+            end
+        end
+        error("/v3/certificates does not list " .. serial)
+    end
 
     describe("in certificate mode", function()
         local env
@@ -928,6 +1045,502 @@ describe("wechatpay sandbox", function()
             end)
         end)
 
+        describe("certificate rotation", function()
+            local target = "/v3/smartguide/guides?store_id=1234"
+
+            local function publish(body)
+                return env.sandbox.control("POST", "/sandbox/certificates", body or {})
+            end
+
+            it("lists the first certificate signing", function()
+                local list = env.sandbox.control("GET", "/sandbox/certificates")
+                assert.equal(1, #list)
+                assert.equal(env.config.platform_serial, list[1].serial)
+                assert.is_true(list[1].signing)
+                local certificate = platform_certificates(env)[1]
+                assert.equal(certificate:not_before(), list[1].not_before)
+                assert.equal(certificate:not_after(), list[1].not_after)
+            end)
+
+            it("publishes a certificate not yet signing", function()
+                local before = os.time()
+                local added = publish()
+                assert.matches("^[%dA-F]+$", added.serial)
+                assert.equal(40, #added.serial)
+                assert.are_not.equal(env.config.platform_serial, added.serial)
+                assert.is_true(math.abs(added.not_before - (before - 60)) <= 2)
+                assert.is_true(math.abs(added.not_after - (before + 5 * 365 * 86400)) <= 2)
+
+                local list = env.sandbox.control("GET", "/sandbox/certificates")
+                assert.equal(2, #list)
+                assert.equal(env.config.platform_serial, list[1].serial)
+                assert.is_true(list[1].signing)
+                assert.equal(added.serial, list[2].serial)
+                assert.is_false(list[2].signing)
+
+                local certificates, res = platform_certificates(env)
+                assert.equal(2, #certificates)
+                assert.equal(env.config.platform_serial, certificates[1]:serial())
+                assert.equal(added.serial, certificates[2]:serial())
+                assert.equal(added.not_before, certificates[2]:not_before())
+                assert.equal(added.not_after, certificates[2]:not_after())
+                local entry = decode(res).data[2]
+                assert.equal(added.serial, entry.serial_no)
+                assert.equal("certificate", entry.encrypt_certificate.associated_data)
+                assert.equal(env.config.platform_serial, res.headers["wechatpay-serial"])
+                assert.is_true(verify(res, platform_key))
+            end)
+
+            it("publishes with the given validity", function()
+                local not_before = os.time() - 3600
+                local not_after = os.time() + 7200
+                local added = publish({ not_before = not_before, not_after = not_after })
+                assert.equal(not_before, added.not_before)
+                assert.equal(not_after, added.not_after)
+                local certificate = platform_certificates(env)[2]
+                assert.equal(not_before, certificate:not_before())
+                assert.equal(not_after, certificate:not_after())
+            end)
+
+            it("rejects invalid validity periods", function()
+                local now = os.time()
+                local bodies = {
+                    { not_before = now, not_after = now },
+                    { not_before = now + 10, not_after = now },
+                    { not_after = now - 3600 },
+                    { not_before = "yesterday" },
+                    { not_before = -1 },
+                    { not_after = 253402300800 },
+                    { not_after = now + 0.5 },
+                }
+                for _, body in ipairs(bodies) do
+                    local res = control(env, "POST", "/sandbox/certificates", body)
+                    assert.equal(400, res.status, res.body)
+                    assert.equal("PARAM_ERROR", decode(res).code)
+                end
+                assert.equal(1, #env.sandbox.control("GET", "/sandbox/certificates"))
+            end)
+
+            it("decrypts fields under a published certificate", function()
+                local added = publish()
+                local key = certificate_key(env, added.serial)
+                local res = register(nil, { encrypt_key = key, serial = added.serial })
+                assert.equal(200, res.status, res.body)
+                assert.equal(env.config.platform_serial, res.headers["wechatpay-serial"])
+                res = register({ userid = "alice" }, { encrypt_key = key })
+                assert.equal(400, res.status, res.body)
+                assert.equal("平台私钥解密失败", decode(res).message)
+                assert.equal("张三", env.sandbox.control("GET", "/sandbox/guides")[1].name)
+            end)
+
+            it("sign switches the response signer", function()
+                local added = publish()
+                local new_key = certificate_key(env, added.serial)
+                local signer = env.sandbox.control("POST", "/sandbox/certificates/sign",
+                    { serial = added.serial })
+                assert.equal(added.serial, signer.serial)
+                assert.is_true(signer.signing)
+
+                local res = assert(request(env, "GET", target))
+                assert.equal(200, res.status, res.body)
+                assert.equal(added.serial, res.headers["wechatpay-serial"])
+                assert.is_true(verify(res, new_key))
+                assert.is_false(verify(res, platform_key))
+                res = register(nil, { serial = env.config.platform_serial })
+                assert.equal(200, res.status, res.body)
+                assert.equal(added.serial, res.headers["wechatpay-serial"])
+                assert.is_true(verify(res, new_key))
+
+                local list = env.sandbox.control("GET", "/sandbox/certificates")
+                assert.is_false(list[1].signing)
+                assert.is_true(list[2].signing)
+            end)
+
+            it("sign accepts a lower-case serial", function()
+                local added = publish()
+                env.sandbox.control("POST", "/sandbox/certificates/sign",
+                    { serial = added.serial:lower() })
+                local res = assert(request(env, "GET", target))
+                assert.equal(added.serial, res.headers["wechatpay-serial"])
+            end)
+
+            it("sign rejects unknown serials", function()
+                local res = control(env, "POST", "/sandbox/certificates/sign",
+                    { serial = string.rep("A", 40) })
+                assert.equal(404, res.status, res.body)
+                res = control(env, "POST", "/sandbox/certificates/sign", {})
+                assert.equal(400, res.status, res.body)
+                assert.equal(env.config.platform_serial,
+                    request(env, "GET", target).headers["wechatpay-serial"])
+            end)
+
+            it("withdraws a certificate", function()
+                local added = publish()
+                env.sandbox.control("POST", "/sandbox/certificates/sign",
+                    { serial = added.serial })
+                local withdrawn = env.sandbox.control("DELETE", "/sandbox/certificates/"
+                    .. env.config.platform_serial)
+                assert.equal(env.config.platform_serial, withdrawn.serial)
+
+                local list = env.sandbox.control("GET", "/sandbox/certificates")
+                assert.equal(1, #list)
+                assert.equal(added.serial, list[1].serial)
+                local certificates = platform_certificates(env)
+                assert.equal(1, #certificates)
+                assert.equal(added.serial, certificates[1]:serial())
+
+                local res = register()
+                assert.equal(400, res.status, res.body)
+                local err = decode(res)
+                assert.equal("PARAM_ERROR", err.code)
+                assert.equal("Wechatpay-Serial", err.detail.field)
+                assert.truthy(err.message:find(added.serial, 1, true), err.message)
+                res = register(nil, { encrypt_key = certificate_key(env, added.serial),
+                    serial = added.serial })
+                assert.equal(200, res.status, res.body)
+            end)
+
+            it("rejects withdrawing the signer", function()
+                publish()
+                local res = control(env, "DELETE", "/sandbox/certificates/"
+                    .. env.config.platform_serial)
+                assert.equal(400, res.status, res.body)
+                assert.equal("PARAM_ERROR", decode(res).code)
+                assert.equal(2, #env.sandbox.control("GET", "/sandbox/certificates"))
+                res = control(env, "DELETE", "/sandbox/certificates/" .. string.rep("B", 40))
+                assert.equal(404, res.status, res.body)
+                res = control(env, "PUT", "/sandbox/certificates/" .. env.config.platform_serial)
+                assert.equal(405, res.status, res.body)
+            end)
+
+            it("reset restores the first certificate", function()
+                local added = publish()
+                env.sandbox.control("POST", "/sandbox/certificates/sign",
+                    { serial = added.serial })
+                env.sandbox.control("DELETE", "/sandbox/certificates/"
+                    .. env.config.platform_serial)
+                env.sandbox.control("POST", "/sandbox/reset")
+                local list = env.sandbox.control("GET", "/sandbox/certificates")
+                assert.equal(1, #list)
+                assert.equal(env.config.platform_serial, list[1].serial)
+                assert.is_true(list[1].signing)
+                local res = assert(request(env, "GET", target))
+                assert.equal(env.config.platform_serial, res.headers["wechatpay-serial"])
+                assert.is_true(verify(res, platform_key))
+                assert.equal(1, #platform_certificates(env))
+            end)
+        end)
+
+        describe("callbacks", function()
+            local function last_request()
+                local r = receiver()
+                return r.request(r.count())
+            end
+
+            it("delivers a signed, encrypted callback", function()
+                local before = receiver().count()
+                local resource = { out_trade_no = "T1", transaction_id = "4200000001",
+                    amount = { total = 100, currency = "CNY" } }
+                local res, result = send_callback(env, { resource = resource,
+                    associated_data = "transaction" })
+                assert.equal(200, res.status, res.body)
+                assert.equal(200, result.status)
+                assert.equal('{"code":"SUCCESS","message":"成功"}', result.response_body)
+                assert.is_nil(result.error)
+                assert.equal(before + 1, receiver().count())
+
+                local received = last_request()
+                assert.equal("POST", received.method)
+                assert.equal("/notify", received.target)
+                assert.equal(result.sent.body, received.body)
+                for name, value in pairs(result.sent.headers) do
+                    assert.equal(value, received.headers[name:lower()], name)
+                end
+                local h = received.headers
+                assert.equal("application/json", h["content-type"])
+                assert.equal("WECHATPAY2-SHA256-RSA2048", h["wechatpay-signature-type"])
+                assert.equal(env.config.platform_serial, h["wechatpay-serial"])
+                assert.is_nil(h["request-id"])
+                assert.is_true(math.abs(tonumber(h["wechatpay-timestamp"]) - os.time()) <= 2)
+                assert.is_true(verify_callback(h, received.body, platform_key))
+                assert.is_false(verify_callback(h, received.body .. " ", platform_key))
+                assert.is_true(client_verify(h, received.body, env.config.platform_serial,
+                    platform_key))
+
+                local body = assert(core.json_decode(received.body))
+                assert.matches("^%x+%-%x+%-%x+%-%x+%-%x+$", body.id)
+                assert.equal(36, #body.id)
+                assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%+08:00$",
+                    body.create_time)
+                assert.equal("encrypt-resource", body.resource_type)
+                assert.equal("TRANSACTION.SUCCESS", body.event_type)
+                assert.equal("支付成功", body.summary)
+                assert.equal("transaction", body.resource.original_type)
+                assert.equal("AEAD_AES_256_GCM", body.resource.algorithm)
+                assert.equal("transaction", body.resource.associated_data)
+                assert.matches("^%w+$", body.resource.nonce)
+                assert.equal(12, #body.resource.nonce)
+                local plaintext = assert(decrypt_resource(env, received.body))
+                assert.same(resource, core.json_decode(plaintext))
+            end)
+
+            it("sends the given event fields", function()
+                local _, result = send_callback(env, { event_type = "REFUND.SUCCESS",
+                    original_type = "refund", summary = "退款成功", resource = { refund_id = "R1" },
+                    url = receiver().url("/refunds/notify?tenant=7") })
+                assert.equal(200, result.status)
+                local received = last_request()
+                assert.equal("/refunds/notify?tenant=7", received.target)
+                local body = assert(core.json_decode(received.body))
+                assert.equal("REFUND.SUCCESS", body.event_type)
+                assert.equal("退款成功", body.summary)
+                assert.equal("refund", body.resource.original_type)
+                assert.same({ refund_id = "R1" },
+                    core.json_decode(assert(decrypt_resource(env, received.body))))
+            end)
+
+            it("sends each form of associated_data", function()
+                local cases = {
+                    { name = "string", value = "transaction",
+                      raw = '"associated_data":"transaction"' },
+                    { name = "empty", value = "", raw = '"associated_data":""' },
+                    { name = "null", value = core.null, raw = '"associated_data":null' },
+                    { name = "absent", value = nil, raw = nil },
+                }
+                local aead = assert(core.new_aead_key(env.config.apiv3_key))
+                for _, case in ipairs(cases) do
+                    local _, result = send_callback(env, { associated_data = case.value })
+                    assert.equal(200, result.status, case.name)
+                    local raw = last_request().body
+                    if case.raw then
+                        assert.truthy(raw:find(case.raw, 1, true), case.name .. ": " .. raw)
+                    else
+                        assert.is_nil(raw:find("associated_data", 1, true), raw)
+                    end
+                    local resource = core.json_decode(raw).resource
+                    assert.equal(case.value, resource.associated_data, case.name)
+                    local plaintext = decrypt_resource(env, raw)
+                    assert.equal('{"out_trade_no":"T1"}', plaintext, case.name)
+                    local other_aad = aead:decrypt(resource.nonce, "other", resource.ciphertext)
+                    assert.is_nil(other_aad, case.name)
+                end
+            end)
+
+            it("signtest sends a probe signature", function()
+                local _, result = send_callback(env, { fault = "signtest" })
+                assert.equal(200, result.status)
+                local received = last_request()
+                assert.matches("^WECHATPAY/SIGNTEST/.+", received.headers["wechatpay-signature"])
+                local ok, code = client_verify(received.headers, received.body,
+                    env.config.platform_serial, platform_key)
+                assert.is_nil(ok)
+                assert.equal("probe", code)
+            end)
+
+            it("bad_signature signs other bytes", function()
+                send_callback(env, { fault = "bad_signature" })
+                local received = last_request()
+                assert.matches("^[%w+/]+=*$", received.headers["wechatpay-signature"])
+                local ok, code = client_verify(received.headers, received.body,
+                    env.config.platform_serial, platform_key)
+                assert.is_nil(ok)
+                assert.equal("signature", code)
+                assert.truthy(decrypt_resource(env, received.body))
+            end)
+
+            it("stale_timestamp signs an old timestamp", function()
+                send_callback(env, { fault = "stale_timestamp" })
+                local received = last_request()
+                local skew = tonumber(received.headers["wechatpay-timestamp"]) - os.time()
+                assert.is_true(skew <= -598 and skew >= -602, tostring(skew))
+                assert.is_true(verify_callback(received.headers, received.body, platform_key))
+                local ok, code = client_verify(received.headers, received.body,
+                    env.config.platform_serial, platform_key)
+                assert.is_nil(ok)
+                assert.equal("stale", code)
+            end)
+
+            it("missing_header omits one header", function()
+                local names = { "Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Signature",
+                    "Wechatpay-Serial", "Wechatpay-Signature-Type" }
+                for _, name in ipairs(names) do
+                    local _, result = send_callback(env, { fault = "missing_header",
+                        header = name })
+                    assert.is_nil(result.sent.headers[name], name)
+                    local received = last_request()
+                    for _, other in ipairs(names) do
+                        if other == name then
+                            assert.is_nil(received.headers[other:lower()], other)
+                        else
+                            assert.truthy(received.headers[other:lower()], other)
+                        end
+                    end
+                    if name ~= "Wechatpay-Signature-Type" then
+                        local ok, code = client_verify(received.headers, received.body,
+                            env.config.platform_serial, platform_key)
+                        assert.is_nil(ok, name)
+                        assert.equal("missing", code, name)
+                    end
+                end
+                local res = control(env, "POST", "/sandbox/notify", { url = receiver().url(),
+                    resource = {}, fault = "missing_header", header = "Content-Type" })
+                assert.equal(400, res.status, res.body)
+            end)
+
+            it("unknown_serial names another serial", function()
+                send_callback(env, { fault = "unknown_serial" })
+                local received = last_request()
+                local serial = received.headers["wechatpay-serial"]
+                assert.are_not.equal(env.config.platform_serial, serial)
+                assert.equal(40, #serial)
+                assert.is_true(verify_callback(received.headers, received.body, platform_key))
+                local ok, code = client_verify(received.headers, received.body,
+                    env.config.platform_serial, platform_key)
+                assert.is_nil(ok)
+                assert.equal("serial", code)
+            end)
+
+            it("wrong_apiv3_key encrypts with another key", function()
+                send_callback(env, { fault = "wrong_apiv3_key", associated_data = "transaction" })
+                local received = last_request()
+                assert.is_true(client_verify(received.headers, received.body,
+                    env.config.platform_serial, platform_key))
+                local plaintext, err = decrypt_resource(env, received.body)
+                assert.is_nil(plaintext)
+                assert.truthy(err)
+            end)
+
+            it("tampered_ciphertext fails the GCM tag", function()
+                send_callback(env, { fault = "tampered_ciphertext" })
+                local received = last_request()
+                assert.is_true(client_verify(received.headers, received.body,
+                    env.config.platform_serial, platform_key))
+                assert.matches("^[%w+/]+=*$", core.json_decode(received.body).resource.ciphertext)
+                local plaintext, err = decrypt_resource(env, received.body)
+                assert.is_nil(plaintext)
+                assert.truthy(err)
+            end)
+
+            it("signs with a newly signing certificate", function()
+                local added = env.sandbox.control("POST", "/sandbox/certificates", {})
+                env.sandbox.control("POST", "/sandbox/certificates/sign",
+                    { serial = added.serial })
+                send_callback(env)
+                local received = last_request()
+                assert.equal(added.serial, received.headers["wechatpay-serial"])
+                assert.is_true(verify_callback(received.headers, received.body,
+                    certificate_key(env, added.serial)))
+            end)
+
+            it("reports the receiver's status", function()
+                local failing = start_receiver({ status = 500 })
+                finally(failing.stop)
+                local _, result = send_callback(env, { url = failing.url() })
+                assert.equal(500, result.status)
+                assert.equal('{"code":"FAIL","message":"失败"}', result.response_body)
+                assert.is_nil(result.error)
+                assert.equal(1, failing.count())
+            end)
+
+            it("reports an unreachable receiver", function()
+                local port = closed_port()
+                local _, result = send_callback(env, { url = "http://127.0.0.1:" .. port .. "/" })
+                assert.equal(0, result.status)
+                assert.equal("", result.response_body)
+                assert.truthy(result.error:find("connect", 1, true), result.error)
+                assert.truthy(result.sent.body:find('"resource_type":"encrypt-resource"', 1,
+                    true))
+            end)
+
+            it("rejects non-loopback URLs without connecting", function()
+                local port = receiver().port
+                local before = receiver().count()
+                local urls = {
+                    "http://0.0.0.0:" .. port .. "/",
+                    "http://[::]:" .. port .. "/",
+                    "http://[::ffff:127.0.0.1]:" .. port .. "/",
+                    "http://127.1:" .. port .. "/",
+                    "http://2130706433:" .. port .. "/",
+                    "http://0x7f.0.0.1:" .. port .. "/",
+                    "http://0177.0.0.1:" .. port .. "/",
+                    "http://127.0.0.01:" .. port .. "/",
+                    "http://LOCALHOST:" .. port .. "/",
+                    "http://ip6-localhost:" .. port .. "/",
+                    "http://user@127.0.0.1:" .. port .. "/",
+                    "https://127.0.0.1:" .. port .. "/",
+                    "//127.0.0.1:" .. port .. "/",
+                    "http://127.0.0.1:" .. port .. "/a b",
+                    "http://127.0.0.1:0/",
+                }
+                for _, url in ipairs(urls) do
+                    local res = control(env, "POST", "/sandbox/notify",
+                        { url = url, resource = {} })
+                    assert.equal(400, res.status, url .. " " .. res.body)
+                    assert.equal("PARAM_ERROR", decode(res).code, url)
+                end
+                assert.equal(before, receiver().count())
+                local _, result = send_callback(env, { url = "http://localhost:" .. port .. "/" })
+                assert.equal(200, result.status)
+                assert.equal(before + 1, receiver().count())
+                assert.equal("localhost:" .. port, last_request().headers.host)
+            end)
+
+            it("rejects invalid callback requests", function()
+                local bodies = {
+                    { resource = "not an object" },
+                    { resource = { 1, 2 } },
+                    { event_type = "" },
+                    { summary = 7 },
+                    { associated_data = 1 },
+                    { sign_with = "public_key" },
+                    { sign_with = "other" },
+                    { fault = "no_such_fault" },
+                }
+                local before = receiver().count()
+                for i, fields in ipairs(bodies) do
+                    local body = { url = receiver().url(), resource = {} }
+                    for key, value in pairs(fields) do
+                        body[key] = value
+                    end
+                    local res = control(env, "POST", "/sandbox/notify", body)
+                    assert.equal(400, res.status, i .. " " .. res.body)
+                end
+                local res = control(env, "POST", "/sandbox/notify", { resource = {} })
+                assert.equal(400, res.status, res.body)
+                assert.equal(before, receiver().count())
+            end)
+
+            it("times out slow receivers without blocking", function()
+                local slow = start_receiver({ delay = 8 })
+                finally(slow.stop)
+                local payload = assert(core.json_encode({ url = slow.url(), resource = {} }))
+                local order = {}
+                local notify_response
+                local started = cqueues.monotime()
+                local elapsed
+                run_concurrently(function()
+                    notify_response = raw_exchange(env.port, "POST /sandbox/notify HTTP/1.1\r\n"
+                        .. "Host: localhost\r\nContent-Type: application/json\r\n"
+                        .. "Content-Length: " .. #payload .. "\r\nConnection: close\r\n\r\n"
+                        .. payload, 9)
+                    elapsed = cqueues.monotime() - started
+                    order[#order + 1] = "notify"
+                end, function()
+                    cqueues.sleep(0.3)
+                    local health = raw_exchange(env.port, "GET /sandbox/health HTTP/1.1\r\n"
+                        .. "Host: localhost\r\nConnection: close\r\n\r\n")
+                    assert.matches("^HTTP/1%.1 200", health)
+                    order[#order + 1] = "health"
+                end)
+                assert.same({ "health", "notify" }, order)
+                assert.is_true(elapsed >= 4.5 and elapsed < 7, tostring(elapsed))
+                local result = assert(core.json_decode(notify_response:match("\r\n\r\n(.*)$")))
+                assert.equal(0, result.status)
+                assert.truthy(result.error:find("timed out", 1, true), result.error)
+                assert.equal(1, slow.count())
+            end)
+        end)
+
         describe("HTTP handling", function()
             it("serves pipelined keep-alive requests", function()
                 local one = "GET /sandbox/health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -961,7 +1574,7 @@ describe("wechatpay sandbox", function()
 
             it("sends 100 Continue before the body", function()
                 local body = '{"store_id":77}'
-                local answer
+                local notify_response
                 run_concurrently(function()
                     local con = assert(socket.connect("127.0.0.1", env.port))
                     con:setmode("b", "bn")
@@ -1031,19 +1644,61 @@ describe("wechatpay sandbox", function()
             assert.equal(400, res.status, res.body)
             assert.equal("PARAM_ERROR", decode(res).code)
         end)
+
+        it("offers no certificate rotation", function()
+            assert.same({}, env.sandbox.control("GET", "/sandbox/certificates"))
+            local attempts = {
+                { "POST", "/sandbox/certificates", {} },
+                { "POST", "/sandbox/certificates/sign", { serial = env.config.platform_serial } },
+                { "DELETE", "/sandbox/certificates/" .. env.config.platform_serial },
+            }
+            for _, attempt in ipairs(attempts) do
+                local res = control(env, attempt[1], attempt[2], attempt[3])
+                assert.equal(409, res.status, attempt[2] .. " " .. res.body)
+                assert.equal("INVALID_MODE", decode(res).code)
+            end
+            local res = assert(request(env, "GET", "/v3/certificates"))
+            assert.equal(404, res.status)
+            assert.equal("RESOURCE_NOT_EXISTS", decode(res).code)
+        end)
+
+        it("signs callbacks with the public key", function()
+            local res, result = send_callback(env)
+            assert.equal(200, res.status, res.body)
+            assert.equal(200, result.status)
+            local r = receiver()
+            local received = r.request(r.count())
+            assert.equal(env.config.public_key_id, received.headers["wechatpay-serial"])
+            assert.is_true(verify_callback(received.headers, received.body, env.public_key))
+            assert.is_true(client_verify(received.headers, received.body,
+                env.config.public_key_id, env.public_key))
+            assert.equal('{"out_trade_no":"T1"}', decrypt_resource(env, received.body))
+
+            res = send_callback(env, { sign_with = "certificate" })
+            assert.equal(400, res.status, res.body)
+        end)
     end)
 
     describe("in both mode", function()
         local env
         local platform_key
 
+        -- The first certificate expires in a day, as a certificate due for
+        -- rotation does.
+        local not_after = os.time() + 86400
+
         setup(function()
-            env = open(helper.start_sandbox({ mode = "both" }))
+            env = open(helper.start_sandbox({ mode = "both",
+                args = "--platform-not-after " .. not_after }))
             platform_key = platform_certificates(env)[1]:public_key()
         end)
 
         teardown(function()
             env.sandbox.stop()
+        end)
+
+        before_each(function()
+            env.sandbox.control("POST", "/sandbox/reset")
         end)
 
         it("signs as Wechatpay-Serial asks", function()
@@ -1075,6 +1730,61 @@ describe("wechatpay sandbox", function()
             local guides = env.sandbox.control("GET", "/sandbox/guides")
             assert.equal(2, #guides)
             assert.equal("张三", guides[2].name)
+        end)
+
+        it("--platform-not-after sets the first expiry", function()
+            local list = env.sandbox.control("GET", "/sandbox/certificates")
+            assert.equal(not_after, list[1].not_after)
+            assert.equal(env.config.platform_serial, list[1].serial)
+            local res = assert(request(env, "GET", "/v3/certificates"))
+            assert.equal(not_after, platform_certificates(env)[1]:not_after())
+            local expire_time = decode(res).data[1].expire_time
+            assert.equal(os.date("!%Y-%m-%dT%H:%M:%S", not_after + 8 * 3600) .. "+08:00",
+                expire_time)
+        end)
+
+        it("rotates the certificate signer only", function()
+            local target = "/v3/smartguide/guides?store_id=1234"
+            local added = env.sandbox.control("POST", "/sandbox/certificates", {})
+            local new_key = certificate_key(env, added.serial)
+            env.sandbox.control("POST", "/sandbox/certificates/sign", { serial = added.serial })
+            env.sandbox.control("DELETE", "/sandbox/certificates/" .. env.config.platform_serial)
+
+            local res = assert(request(env, "GET", target))
+            assert.equal(added.serial, res.headers["wechatpay-serial"])
+            assert.is_true(verify(res, new_key))
+            res = assert(request(env, "GET", target, nil, { serial = env.config.public_key_id }))
+            assert.equal(env.config.public_key_id, res.headers["wechatpay-serial"])
+            assert.is_true(verify(res, env.public_key))
+
+            res = request(env, "POST", "/v3/smartguide/guides", guide_body(platform_key),
+                { serial = env.config.platform_serial })
+            assert.equal(400, res.status, res.body)
+            res = request(env, "POST", "/v3/smartguide/guides", guide_body(new_key),
+                { serial = added.serial })
+            assert.equal(200, res.status, res.body)
+        end)
+
+        it("signs callbacks with either key", function()
+            local r = receiver()
+            send_callback(env)
+            local received = r.request(r.count())
+            assert.equal(env.config.platform_serial, received.headers["wechatpay-serial"])
+            assert.is_true(verify_callback(received.headers, received.body, platform_key))
+
+            send_callback(env, { sign_with = "public_key" })
+            received = r.request(r.count())
+            assert.equal(env.config.public_key_id, received.headers["wechatpay-serial"])
+            assert.is_true(verify_callback(received.headers, received.body, env.public_key))
+            assert.is_false(verify_callback(received.headers, received.body, platform_key))
+
+            local added = env.sandbox.control("POST", "/sandbox/certificates", {})
+            env.sandbox.control("POST", "/sandbox/certificates/sign", { serial = added.serial })
+            send_callback(env, { sign_with = "certificate" })
+            received = r.request(r.count())
+            assert.equal(added.serial, received.headers["wechatpay-serial"])
+            assert.is_true(verify_callback(received.headers, received.body,
+                certificate_key(env, added.serial)))
         end)
     end)
 
@@ -1135,11 +1845,23 @@ describe("wechatpay sandbox", function()
             assert.truthy(out:find("mode", 1, true), out)
         end)
 
+        it("rejects an invalid --platform-not-after", function()
+            local dir = helper.tmpdir()
+            local quoted = helper.shell_quote(dir)
+            local out, ok = run_sandbox("--platform-not-after 5 --dir " .. quoted)
+            assert.is_false(ok)
+            assert.truthy(out:find("platform_not_after must be", 1, true), out)
+            out, ok = run_sandbox("--platform-not-after soon --dir " .. quoted)
+            assert.is_false(ok)
+            assert.truthy(out:find("--platform-not-after must be", 1, true), out)
+            assert.is_false(helper.exists(dir .. "/sandbox.json"))
+        end)
+
         it("--help lists the options", function()
             local out, ok = run_sandbox("--help")
             assert.is_true(ok)
             for _, option in ipairs({ "--host", "--port", "--mode", "--dir", "--tls", "--mchid",
-                "--store-ids", "--parent-pid" }) do
+                "--store-ids", "--parent-pid", "--platform-not-after" }) do
                 assert.truthy(out:find(option, 1, true), option)
             end
         end)
@@ -1164,9 +1886,12 @@ describe("wechatpay sandbox", function()
         end)
 
         it("exits when the parent is gone", function()
-            local parent = helper.run("sleep 1 > /dev/null 2>&1 & echo $!"):match("%d+")
+            -- The parent lives until the sandbox is up, then goes.
+            local parent = helper.run("sleep 60 > /dev/null 2>&1 & echo $!"):match("%d+")
             local sandbox = helper.start_sandbox({ args = "--parent-pid " .. parent })
             finally(sandbox.stop)
+            assert.is_true(pid_alive(sandbox.pid))
+            os.execute("kill " .. parent)
             local gone = wait_until(function()
                 return not pid_alive(sandbox.pid)
             end, 8)

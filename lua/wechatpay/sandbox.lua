@@ -1,6 +1,8 @@
 -- The bundled sandbox: a local emulator of the WeChat Pay APIv3
 -- platform for the smartguide endpoints and /v3/certificates, with an
--- unsigned control API under /sandbox/.  It listens on loopback only.
+-- unsigned control API under /sandbox/ that also rotates the platform
+-- certificates and sends callbacks.  It listens on loopback only and
+-- sends callbacks only to loopback addresses.
 --
 --   local sandbox = require("wechatpay.sandbox")
 --   local sb = assert(sandbox.new({ mode = "both" }))
@@ -10,7 +12,8 @@
 --
 -- The modules under wechatpay/sandbox/ hold the parts: http_server
 -- (HTTP/1.1 on cqueues), keys, state, platform (checks and signed
--- responses), smartguide and certificates (endpoints), faults, control.
+-- responses), smartguide and certificates (endpoints), faults, control,
+-- notify (callbacks) and http_client (which sends them).
 local cqueues = require("cqueues")
 local core = require("wechatpay.core")
 local openssl_pkey = require("openssl.pkey")
@@ -53,6 +56,7 @@ local function check_options(opts)
         tls = opts.tls and true or false,
         quiet = opts.quiet and true or false,
         log = opts.log or default_log,
+        platform_not_after = opts.platform_not_after,
     }
     local address, err = util.loopback_address(o.host)
     if not address then
@@ -73,6 +77,14 @@ local function check_options(opts)
             return nil, "store IDs must be non-negative integers"
         end
     end
+    -- The first platform certificate is valid from a day ago.
+    local earliest = os.time() - 86400 + 1
+    local not_after = o.platform_not_after
+    if not_after ~= nil and (math.type(not_after) ~= "integer" or not_after < earliest
+        or not_after > keys.MAX_CERTIFICATE_TIME) then
+        return nil, "platform_not_after must be Unix seconds from " .. earliest .. " (a day"
+            .. " ago) to " .. keys.MAX_CERTIFICATE_TIME .. ", not " .. tostring(not_after)
+    end
     return o
 end
 
@@ -87,15 +99,18 @@ end
 -- host (a loopback address, default 127.0.0.1), port (0 = any free
 -- port), mode ("certificate", "public_key" or "both"), mchid, store_ids
 -- (array of integers), tls (serve https with a test CA), quiet (no line
--- per request), log (function(line); default stdout).  Returns the
--- sandbox or nil and a message.
+-- per request or callback), log (function(line); default stdout),
+-- platform_not_after (the expiry of the first platform certificate in
+-- Unix seconds; default five years from now).  Returns the sandbox or
+-- nil and a message.
 function _M.new(opts)
     local o, err = check_options(opts or {})
     if not o then
         return nil, err
     end
     local self = setmetatable({ options = o, log = o.log, error_budget = {} }, mt)
-    self.keys, err = keys.generate({ mode = o.mode, tls = o.tls, mchid = o.mchid })
+    self.keys, err = keys.generate({ mode = o.mode, tls = o.tls, mchid = o.mchid,
+        platform_not_after = o.platform_not_after })
     if not self.keys then
         return nil, err
     end
@@ -108,7 +123,12 @@ function _M.new(opts)
         end })
     smartguide.install(self.platform)
     certificates.install(self.platform)
-    self.control = control.new({ state = self.state, faults = self.faults, keys = self.keys })
+    self.control = control.new({ state = self.state, faults = self.faults, keys = self.keys,
+        log = function(line)
+            if not o.quiet then
+                self.log(line)
+            end
+        end })
 
     self.cq = cqueues.new()
     self.server = http_server.new({
@@ -212,7 +232,7 @@ function _M:configuration(paths)
         apiv3_key = k.apiv3_key,
         public_key_file = paths.public_key_file,
         public_key_id = k.wechatpay_public_key.id,
-        platform_serial = k.signing_certificate.serial,
+        platform_serial = k.initial_certificate.serial,
         mode = self.options.mode,
         ca_file = paths.ca_file,
     }

@@ -35,12 +35,17 @@ Options:
   --mchid MCHID        merchant ID that requests must carry
                        (default 1900000109)
   --store-ids IDS      comma-separated store IDs that exist (default 1234)
+  --platform-not-after UNIX
+                       expiry of the first platform certificate, in Unix
+                       seconds (default: five years from now)
   --parent-pid PID     exit when process PID is gone (checked every second)
-  --quiet              no line per request; errors are still logged
+  --quiet              no line per request or callback; errors are still
+                       logged
   --help               show this text
 
 The unsigned control API is under BASE_URL/sandbox/ (health, reset, stores,
-guides, assignments, requests, clock, faults).
+guides, assignments, requests, clock, faults, certificates, notify).
+POST /sandbox/notify sends callbacks to http URLs on loopback only.
 ]]
 
 local function fail(message)
@@ -51,6 +56,7 @@ end
 local VALUE_OPTIONS = {
     ["--host"] = "host", ["--port"] = "port", ["--mode"] = "mode", ["--dir"] = "dir",
     ["--mchid"] = "mchid", ["--store-ids"] = "store_ids", ["--parent-pid"] = "parent_pid",
+    ["--platform-not-after"] = "platform_not_after",
 }
 local FLAG_OPTIONS = { ["--tls"] = "tls", ["--quiet"] = "quiet", ["--help"] = "help" }
 
@@ -99,6 +105,13 @@ local function sandbox_options(raw)
     if raw.port then
         opts.port, err = parse_integer(raw.port, "--port")
         if not opts.port then
+            return nil, err
+        end
+    end
+    if raw.platform_not_after then
+        opts.platform_not_after, err = parse_integer(raw.platform_not_after,
+            "--platform-not-after")
+        if not opts.platform_not_after then
             return nil, err
         end
     end

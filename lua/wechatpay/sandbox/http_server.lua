@@ -33,6 +33,7 @@ local REASONS = {
     [100] = "Continue", [200] = "OK", [204] = "No Content",
     [400] = "Bad Request", [401] = "Unauthorized", [403] = "Forbidden",
     [404] = "Not Found", [405] = "Method Not Allowed", [408] = "Request Timeout",
+    [409] = "Conflict",
     [411] = "Length Required", [413] = "Content Too Large",
     [429] = "Too Many Requests", [431] = "Request Header Fields Too Large",
     [500] = "Internal Server Error", [502] = "Bad Gateway",

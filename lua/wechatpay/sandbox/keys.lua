@@ -12,6 +12,9 @@ local mt = { __index = _M }
 local DAY = 86400
 -- Merchant API and platform certificates are valid for five years.
 local CERTIFICATE_LIFETIME = 5 * 365 * DAY
+_M.CERTIFICATE_LIFETIME = CERTIFICATE_LIFETIME
+-- 9999-12-31T23:59:59Z, the latest time an X.509 validity can hold.
+_M.MAX_CERTIFICATE_TIME = 253402300799
 local KEY_BITS = 2048
 
 local MODES = { certificate = true, public_key = true, both = true }
@@ -46,14 +49,14 @@ end
 
 -- Returns a certificate entry: serial, key, certificate (PEM and loaded),
 -- public_key and the validity period in Unix seconds.
-local function new_certificate(authority, common_name, now)
+local function new_certificate(authority, common_name, not_before, not_after)
     local key_pem, key = new_key()
     local certificate_pem, certificate = issue({
         key = key_pem,
         serial = util.random_serial(40),
         common_name = common_name,
-        not_before = now - DAY,
-        not_after = now + CERTIFICATE_LIFETIME,
+        not_before = not_before,
+        not_after = not_after,
         issuer_key = authority.key_pem,
         issuer_certificate = authority.certificate_pem,
     })
@@ -95,8 +98,9 @@ local function new_tls_identity(authority, now)
 end
 
 -- Generates all key material.  opts: mode ("certificate", "public_key"
--- or "both"), tls (boolean), mchid.  Takes about half a second, most of
--- it in RSA key generation.
+-- or "both"), tls (boolean), mchid, platform_not_after (the expiry of the
+-- first platform certificate in Unix seconds; default five years from
+-- now).  Takes about half a second, most of it in RSA key generation.
 function _M.generate(opts)
     local mode = opts.mode or "certificate"
     if not MODES[mode] then
@@ -105,17 +109,18 @@ function _M.generate(opts)
     end
     local now = os.time()
     local authority = new_authority(now)
-    local self = setmetatable({ mode = mode }, mt)
+    local self = setmetatable({ mode = mode, authority = authority }, mt)
 
     self.merchant = new_certificate(authority, "lua-wechatpay sandbox merchant "
-        .. tostring(opts.mchid), now)
-    -- Every certificate in this list is published by /v3/certificates;
-    -- responses are signed with signing_certificate.  A rotation adds an
-    -- entry here first and switches signing_certificate later.
-    self.platform_certificates = {
-        new_certificate(authority, "lua-wechatpay sandbox platform", now),
-    }
-    self.signing_certificate = self.platform_certificates[1]
+        .. tostring(opts.mchid), now - DAY, now + CERTIFICATE_LIFETIME)
+    -- Every certificate in platform_certificates is published by
+    -- /v3/certificates, and responses are signed with signing_certificate.
+    -- A rotation adds an entry first, switches signing_certificate later
+    -- and then removes the old entry.
+    self.initial_certificate = new_certificate(authority, "lua-wechatpay sandbox platform",
+        now - DAY, opts.platform_not_after or now + CERTIFICATE_LIFETIME)
+    self.issued_platform_certificates = 1
+    self:reset_platform_certificates()
 
     local public_key_private_pem, public_key_private = new_key()
     local pem = public_key_pem(public_key_private_pem)
@@ -142,6 +147,37 @@ end
 -- Returns true when the mode offers the WeChat Pay public key.
 function _M:uses_public_key()
     return self.mode ~= "certificate"
+end
+
+-- Publishes the certificate created at start as the only one, and signs
+-- with it.
+function _M:reset_platform_certificates()
+    self.platform_certificates = { self.initial_certificate }
+    self.signing_certificate = self.initial_certificate
+end
+
+-- Issues a platform certificate with a new key and a random serial, valid
+-- from not_before to not_after (Unix seconds), and publishes it after the
+-- others, not yet signing.  Returns the entry.  RSA key generation takes
+-- about 0.1 s, during which the event loop serves no one else.
+function _M:publish_platform_certificate(not_before, not_after)
+    self.issued_platform_certificates = self.issued_platform_certificates + 1
+    local entry = new_certificate(self.authority, "lua-wechatpay sandbox platform "
+        .. self.issued_platform_certificates, not_before, not_after)
+    self.platform_certificates[#self.platform_certificates + 1] = entry
+    return entry
+end
+
+-- Removes a published certificate.  The caller checks that it does not
+-- sign.  Returns true, or nil when no published certificate has serial.
+function _M:withdraw_platform_certificate(serial)
+    for i, entry in ipairs(self.platform_certificates) do
+        if entry.serial == serial then
+            table.remove(self.platform_certificates, i)
+            return true
+        end
+    end
+    return nil
 end
 
 function _M:find_platform_certificate(serial)
@@ -178,6 +214,16 @@ function _M:response_signer(request_serial)
     if self.mode == "public_key"
         or (self.mode == "both" and request_serial == public.id) then
         return public.id, public.key
+    end
+    return self.signing_certificate.serial, self.signing_certificate.key
+end
+
+-- Returns the serial and private key that sign callbacks: with the
+-- signing platform certificate when sign_with is "certificate", with the
+-- WeChat Pay public key's private half when it is "public_key".
+function _M:callback_signer(sign_with)
+    if sign_with == "public_key" then
+        return self.wechatpay_public_key.id, self.wechatpay_public_key.key
     end
     return self.signing_certificate.serial, self.signing_certificate.key
 end

@@ -139,8 +139,12 @@ function Context:platform_key()
     local serial = self.request.headers["wechatpay-serial"]
     local offered = {}
     if keys:uses_certificates() then
-        offered[#offered + 1] = "the platform certificate serial "
-            .. keys.signing_certificate.serial
+        local serials = {}
+        for i, entry in ipairs(keys.platform_certificates) do
+            serials[i] = entry.serial
+        end
+        offered[#offered + 1] = "a platform certificate serial ("
+            .. table.concat(serials, ", ") .. ")"
     end
     if keys:uses_public_key() then
         offered[#offered + 1] = "the public key ID " .. keys.wechatpay_public_key.id

@@ -128,9 +128,24 @@ function _M.printable(text)
     end))
 end
 
--- Checks that host names a loopback address and returns it in the form
--- the socket layer takes: 127.0.0.0/8 in dotted form, ::1, or localhost
--- (which becomes 127.0.0.1).  Returns nil and a message otherwise.
+-- Returns the number of one dotted-decimal octet, or nil when the text
+-- is not 0 to 255 without leading zeros.  The socket layer's parser reads
+-- a leading 0 as octal, so "0127" would not be 127.
+local function octet(text)
+    if text ~= "0" and text:sub(1, 1) == "0" then
+        return nil
+    end
+    local value = tonumber(text)
+    if #text > 3 or value > 255 then
+        return nil
+    end
+    return value
+end
+
+-- Checks the host literally, without resolving it: it must name a
+-- loopback address.  Returns the address in the form the socket layer
+-- takes: 127.0.0.0/8 in dotted-decimal form, ::1, or 127.0.0.1 for
+-- localhost.  Returns nil and a message otherwise.
 function _M.loopback_address(host)
     if host == "localhost" then
         return "127.0.0.1"
@@ -140,8 +155,7 @@ function _M.loopback_address(host)
         return "::1"
     end
     local a, b, c, d = host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-    if a and tonumber(a) == 127 and tonumber(b) < 256 and tonumber(c) < 256
-        and tonumber(d) < 256 then
+    if a and octet(a) == 127 and octet(b) and octet(c) and octet(d) then
         return host
     end
     return nil, "host " .. host .. " is not a loopback address; the sandbox listens only"
