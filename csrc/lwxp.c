@@ -8,6 +8,7 @@
  */
 #include "lwxp.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -773,6 +774,19 @@ static wxp_http *check_http(lua_State *L, int index)
 }
 
 
+/*
+ * Converts seconds to milliseconds, rounding up: libcurl reads 0 as "no
+ * limit", so a tiny timeout must not become 0.
+ */
+static long seconds_to_ms(lua_State *L, double seconds, const char *what)
+{
+  if (!(seconds > 0) || seconds > 86400)
+    luaL_error(L, "%s must be a number of seconds between 0 and 86400",
+               what);
+  return (long)ceil(seconds * 1000);
+}
+
+
 static long opt_ms(lua_State *L, const char *field, double def)
 {
   double seconds;
@@ -780,10 +794,7 @@ static long opt_ms(lua_State *L, const char *field, double def)
   lua_getfield(L, 1, field);
   seconds = luaL_optnumber(L, -1, def);
   lua_pop(L, 1);
-  if (!(seconds > 0) || seconds > 86400)
-    luaL_error(L, "%s must be a number of seconds between 0 and 86400",
-               field);
-  return (long)(seconds * 1000);
+  return seconds_to_ms(L, seconds, field);
 }
 
 
@@ -800,7 +811,7 @@ static const char *opt_field_string(lua_State *L, const char *field)
 
 /*
  * new_http{ connect_timeout, timeout, max_response_size, user_agent,
- * ca_file } -> http.  Timeouts are in seconds.
+ * ca_file, proxy } -> http.  Timeouts are in seconds.
  */
 static int l_new_http(lua_State *L)
 {
@@ -821,6 +832,7 @@ static int l_new_http(lua_State *L)
   o.max_response_size = (size_t)max;
   o.user_agent = opt_field_string(L, "user_agent");
   o.ca_file = opt_field_string(L, "ca_file");
+  o.proxy = opt_field_string(L, "proxy");
 
   h = lua_newuserdata(L, sizeof(*h));
   h->http = NULL;
@@ -879,28 +891,41 @@ static void result_free(void *p)
 
 
 /*
- * http:request(method, url, headers, body, fresh)
+ * http:request(method, url, headers, body [, { fresh, timeout }])
  *   -> { status, headers, body } | nil, code, message, sent
  * headers is an array of "Name: value" strings; fresh sends the request
- * on a new connection, which libcurl never repeats (see wxp.h).
+ * on a new connection, which libcurl never repeats (see wxp.h); timeout
+ * (seconds) replaces the client's for this request.
  */
 static int http_request(lua_State *L)
 {
   wxp_http *http = check_http(L, 1);
-  const char *method = luaL_checkstring(L, 2);
-  const char *url = luaL_checkstring(L, 3);
-  size_t body_len = 0;
-  const char *body = luaL_optlstring(L, 5, NULL, &body_len);
-  int fresh = lua_toboolean(L, 6);
+  wxp_http_request req;
   int count;
   int i;
   const char **headers;
-  lwxp_box *list = lwxp_newbox(L, LWXP_BOX_POINTER);
-  lwxp_box *box = lwxp_newbox(L, LWXP_BOX_POINTER);
-  wxp_http_result *r = calloc(1, sizeof(*r));
+  lwxp_box *list;
+  lwxp_box *box;
+  wxp_http_result *r;
   char errbuf[WXP_ERRBUF_SIZE] = "";
   wxp_status rc;
 
+  memset(&req, 0, sizeof(req));
+  req.method = luaL_checkstring(L, 2);
+  req.url = luaL_checkstring(L, 3);
+  req.body = luaL_optlstring(L, 5, NULL, &req.body_len);
+  if (!lua_isnoneornil(L, 6)) {
+    luaL_checktype(L, 6, LUA_TTABLE);
+    lua_getfield(L, 6, "fresh");
+    req.fresh = lua_toboolean(L, -1);
+    lua_getfield(L, 6, "timeout");
+    if (!lua_isnil(L, -1))
+      req.timeout_ms = seconds_to_ms(L, luaL_checknumber(L, -1), "timeout");
+    lua_pop(L, 2);
+  }
+  list = lwxp_newbox(L, LWXP_BOX_POINTER);
+  box = lwxp_newbox(L, LWXP_BOX_POINTER);
+  r = calloc(1, sizeof(*r));
   box->ptr = r;
   box->free_ptr = result_free;
   luaL_checktype(L, 4, LUA_TTABLE);
@@ -918,8 +943,9 @@ static int http_request(lua_State *L)
     lua_pop(L, 1);   /* still referenced by the table */
   }
 
-  rc = wxp_http_perform(http, method, url, headers, (size_t)count, body,
-                        body_len, fresh, r, errbuf);
+  req.headers = headers;
+  req.header_count = (size_t)count;
+  rc = wxp_http_perform(http, &req, r, errbuf);
   if (rc == WXP_ENOMEM)
     return luaL_error(L, "out of memory");
   if (rc != WXP_OK) {
@@ -1048,6 +1074,13 @@ static int l_authorization(lua_State *L)
 static int l_curl_version(lua_State *L)
 {
   lua_pushstring(L, wxp_http_curl_version());
+  return 1;
+}
+
+
+static int l_monotonic(lua_State *L)
+{
+  lua_pushnumber(L, wxp_monotonic());
   return 1;
 }
 
@@ -1224,6 +1257,7 @@ static const luaL_Reg module_functions[] = {
   { "authorization", l_authorization },
   { "curl_version", l_curl_version },
   { "system", l_system },
+  { "monotonic", l_monotonic },
   { "generate_test_key", l_generate_test_key },
   { "issue_test_certificate", l_issue_test_certificate },
   { NULL, NULL }

@@ -8,10 +8,12 @@
  * because cJSON keeps strings NUL-terminated.  Object keys are written in
  * byte order, so the same table always gives the same bytes.  A table
  * whose keys are 1..n is an array; an empty table is an object; the
- * sentinels null and empty_array stand for JSON null and [].
+ * sentinels null and empty_array stand for JSON null and [].  A table
+ * with the metatable array_mt is always an array, even when empty.
  *
  * Decoding: integers that fit in 64 bits are exact Lua integers (see
- * wxp_json.c), null is the null sentinel.
+ * wxp_json.c), null is the null sentinel, and arrays get array_mt, so
+ * that [] and {} stay apart and decoded values encode back the same.
  */
 #include "lwxp.h"
 
@@ -26,6 +28,7 @@
 
 #define MAX_DEPTH 64
 #define PATH_SIZE 160
+#define ARRAY_MT "wechatpay.json_array"
 
 static char null_tag;
 static char empty_array_tag;
@@ -310,11 +313,19 @@ static int encode_table(encoder *e, int index, int depth, cJSON *parent,
     return encode_fail(e, "tables nested too deep (or a cycle)");
 
   n = array_length(L, index);
-  container = n > 0 ? cJSON_CreateArray() : cJSON_CreateObject();
+  if (n == 0 && lua_getmetatable(L, index)) {
+    luaL_getmetatable(L, ARRAY_MT);
+    if (lua_rawequal(L, -1, -2))
+      n = -2;                /* an empty array */
+    lua_pop(L, 2);
+  }
+  container = n > 0 || n == -2 ? cJSON_CreateArray() : cJSON_CreateObject();
   if (!attach(e, parent, key, container))
     return 0;
   if (n > 0)
     ok = encode_array(e, index, n, depth, container);
+  else if (n == -2)
+    ok = 1;
   else
     ok = encode_object(e, index, depth, container);
 
@@ -446,6 +457,8 @@ static void push_value(decoder *d, const cJSON *item)
     lua_pushstring(L, item->valuestring);
   } else if (cJSON_IsArray(item)) {
     lua_newtable(L);
+    luaL_getmetatable(L, ARRAY_MT);
+    lua_setmetatable(L, -2);
     cJSON_ArrayForEach(child, item) {
       push_value(d, child);
       lua_rawseti(L, -2, i++);
@@ -499,4 +512,6 @@ void lwxp_open_json(lua_State *L)
   lua_setfield(L, -2, "null");
   lwxp_push_empty_array(L);
   lua_setfield(L, -2, "empty_array");
+  luaL_newmetatable(L, ARRAY_MT);
+  lua_setfield(L, -2, "array_mt");
 }

@@ -80,6 +80,9 @@ wxp_status wxp_utf8_check(const char *text, size_t len, size_t *offset,
 /* Writes 32 upper-case hex digits from the OpenSSL random generator. */
 wxp_status wxp_nonce(char out[33], char *errbuf);
 
+/* Seconds from a clock that never jumps, for deadlines. */
+double wxp_monotonic(void);
+
 /* ---------------------------------------------------------------------
  * Keys and certificates
  */
@@ -317,11 +320,23 @@ typedef struct wxp_http wxp_http;
 
 typedef struct wxp_http_options {
   long connect_timeout_ms;
-  long timeout_ms;             /* the whole request */
+  long timeout_ms;             /* the whole request, at least 1 */
   size_t max_response_size;    /* body bytes; larger responses fail */
   const char *user_agent;
   const char *ca_file;         /* NULL: the system's trust store */
+  const char *proxy;           /* NULL: none, whatever the environment */
 } wxp_http_options;
+
+typedef struct wxp_http_request {
+  const char *method;
+  const char *url;             /* sent as given: no dot-segment removal */
+  const char *const *headers;  /* "Name: value" strings */
+  size_t header_count;
+  const char *body;            /* NULL: none; never sent with GET */
+  size_t body_len;
+  int fresh;                   /* on a new connection: see below */
+  long timeout_ms;             /* 0: the client's timeout */
+} wxp_http_request;
 
 typedef struct wxp_header {
   char *name;
@@ -357,19 +372,17 @@ void wxp_http_free(wxp_http *http);
 
 /*
  * Sends one request and fills result, which the caller releases with
- * wxp_http_result_free even on failure.  headers are "Name: value"
- * strings.  A non-2xx status is not a failure here.
+ * wxp_http_result_free even on failure.  A non-2xx status is not a
+ * failure here.  Trailers of a chunked response are not headers: they
+ * are dropped.
  *
  * When libcurl reuses a kept-alive connection and the server closes it
  * without answering, libcurl sends the request again on a new connection,
- * although the server may have carried it out.  Pass fresh = 1 for a
- * request that must not be repeated (a registration): it then goes on a
- * new connection, which libcurl never retries.
+ * although the server may have carried it out.  Set fresh for a request
+ * that must not be repeated (a registration): it then goes on a new
+ * connection, which libcurl never retries.
  */
-wxp_status wxp_http_perform(wxp_http *http, const char *method,
-                            const char *url, const char *const *headers,
-                            size_t header_count, const char *body,
-                            size_t body_len, int fresh,
+wxp_status wxp_http_perform(wxp_http *http, const wxp_http_request *request,
                             wxp_http_result *result, char *errbuf);
 void wxp_http_result_free(wxp_http_result *result);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/utsname.h>
 
 #include <curl/curl.h>
@@ -21,6 +22,7 @@ struct wxp_http {
   wxp_http_options options;
   char *user_agent;
   char *ca_file;
+  char *proxy;
   char curl_error[CURL_ERROR_SIZE];
 };
 
@@ -28,6 +30,7 @@ struct wxp_http {
 typedef struct transfer {
   wxp_http_result *result;
   size_t max_body;
+  int headers_done;    /* the blank line seen: what follows is trailers */
   int too_large;
   int too_many_headers;
   int out_of_memory;
@@ -76,9 +79,11 @@ wxp_status wxp_http_new(const wxp_http_options *options, wxp_http **out,
   http->options = *options;
   http->user_agent = copy_string(options->user_agent);
   http->ca_file = copy_string(options->ca_file);
+  http->proxy = copy_string(options->proxy);
   http->easy = curl_easy_init();
   if (!http->easy || (options->user_agent && !http->user_agent)
-      || (options->ca_file && !http->ca_file)) {
+      || (options->ca_file && !http->ca_file)
+      || (options->proxy && !http->proxy)) {
     wxp_http_free(http);
     return wxp_fail(errbuf, WXP_ENOMEM, "cannot create a libcurl handle");
   }
@@ -96,6 +101,7 @@ void wxp_http_free(wxp_http *http)
     curl_easy_cleanup(http->easy);
   free(http->user_agent);
   free(http->ca_file);
+  free(http->proxy);
   free(http);
 }
 
@@ -179,7 +185,10 @@ static int add_header(wxp_http_result *r, const char *name, size_t name_len,
 }
 
 
-/* Keeps the headers of the last response only (not of a 100 Continue). */
+/*
+ * Keeps the headers of the last response only (not of a 100 Continue),
+ * and not the trailers that may follow a chunked body.
+ */
 static size_t on_header(char *data, size_t size, size_t count, void *user)
 {
   transfer *t = user;
@@ -191,9 +200,14 @@ static size_t on_header(char *data, size_t size, size_t count, void *user)
 
   if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
     clear_headers(t->result);
+    t->headers_done = 0;
     return n;
   }
-  if (!colon)
+  if ((n == 2 && data[0] == '\r') || (n == 1 && data[0] == '\n')) {
+    t->headers_done = 1;
+    return n;
+  }
+  if (!colon || t->headers_done)
     return n;
   if (t->result->header_count >= MAX_HEADERS) {
     t->too_many_headers = 1;
@@ -247,51 +261,78 @@ static wxp_net_error classify(CURLcode code)
 }
 
 
-/* Sets the method and body; GET and DELETE send no body. */
-static CURLcode set_method(CURL *easy, const char *method, const char *body,
-                           size_t body_len)
+/* Sets the method and body; GET sends none, DELETE only when given. */
+static CURLcode set_method(CURL *easy, const wxp_http_request *req)
 {
+  int with_body = strcmp(req->method, "DELETE") != 0 || req->body;
   CURLcode rc;
 
-  if (strcmp(method, "GET") == 0)
+  if (strcmp(req->method, "GET") == 0)
     return curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
-  rc = curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, method);
-  if (rc == CURLE_OK && strcmp(method, "DELETE") != 0) {
+  rc = curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, req->method);
+  if (rc == CURLE_OK && with_body) {
     rc = curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
-                          (curl_off_t)body_len);
+                          (curl_off_t)req->body_len);
     if (rc == CURLE_OK)
-      rc = curl_easy_setopt(easy, CURLOPT_POSTFIELDS, body ? body : "");
+      rc = curl_easy_setopt(easy, CURLOPT_POSTFIELDS,
+                            req->body ? req->body : "");
   }
   return rc;
 }
 
 
 /*
+ * Marks each socket close-on-exec, so that child processes of the program
+ * (os.execute, io.popen) do not inherit the connection.
+ */
+static int on_socket(void *user, curl_socket_t fd, curlsocktype purpose)
+{
+  int flags = fcntl(fd, F_GETFD);
+
+  (void)user;
+  (void)purpose;
+  if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0)
+    return CURL_SOCKOPT_ERROR;
+  return CURL_SOCKOPT_OK;
+}
+
+
+/*
  * Sets every option for one request.  curl_easy_reset keeps the open
  * connections, so keep-alive survives it.  TLS peer and host checks stay
- * at libcurl's defaults, which verify; nothing here turns them off.
+ * at libcurl's defaults, which verify; nothing here turns them off.  The
+ * path goes out as given, because it is what the request signature
+ * covers.  Proxies come only from the options, never from http_proxy and
+ * the like, so that signed requests do not leave through a proxy the
+ * program never chose.
  */
-static CURLcode set_options(wxp_http *http, const char *method,
-                            const char *url, struct curl_slist *list,
-                            const char *body, size_t body_len, int fresh,
-                            transfer *t)
+static CURLcode set_options(wxp_http *http, const wxp_http_request *req,
+                            struct curl_slist *list, transfer *t)
 {
   CURL *e = http->easy;
   CURLcode rc = CURLE_OK;
+  long timeout = req->timeout_ms > 0 ? req->timeout_ms
+                                     : http->options.timeout_ms;
+  long connect = http->options.connect_timeout_ms;
 
+  if (connect > timeout)
+    connect = timeout;
   curl_easy_reset(e);
 #define SET(opt, val) \
   if (rc == CURLE_OK) rc = curl_easy_setopt(e, opt, val)
-  SET(CURLOPT_URL, url);
+  SET(CURLOPT_URL, req->url);
+  SET(CURLOPT_PATH_AS_IS, 1L);
   SET(CURLOPT_PROTOCOLS_STR, "http,https");
+  SET(CURLOPT_PROXY, http->proxy ? http->proxy : "");
   SET(CURLOPT_NOSIGNAL, 1L);
   SET(CURLOPT_FOLLOWLOCATION, 0L);
   SET(CURLOPT_TCP_KEEPALIVE, 1L);
-  SET(CURLOPT_FRESH_CONNECT, fresh ? 1L : 0L);
+  SET(CURLOPT_SOCKOPTFUNCTION, on_socket);
+  SET(CURLOPT_FRESH_CONNECT, req->fresh ? 1L : 0L);
   SET(CURLOPT_SSL_VERIFYPEER, 1L);
   SET(CURLOPT_SSL_VERIFYHOST, 2L);
-  SET(CURLOPT_CONNECTTIMEOUT_MS, http->options.connect_timeout_ms);
-  SET(CURLOPT_TIMEOUT_MS, http->options.timeout_ms);
+  SET(CURLOPT_CONNECTTIMEOUT_MS, connect);
+  SET(CURLOPT_TIMEOUT_MS, timeout);
   SET(CURLOPT_HTTPHEADER, list);
   SET(CURLOPT_ERRORBUFFER, http->curl_error);
   SET(CURLOPT_WRITEFUNCTION, on_body);
@@ -304,7 +345,7 @@ static CURLcode set_options(wxp_http *http, const char *method,
     SET(CURLOPT_CAINFO, http->ca_file);
 #undef SET
   if (rc == CURLE_OK)
-    rc = set_method(e, method, body, body_len);
+    rc = set_method(e, req);
   return rc;
 }
 
@@ -353,10 +394,7 @@ static wxp_status transfer_failed(wxp_http *http, CURLcode code,
 }
 
 
-wxp_status wxp_http_perform(wxp_http *http, const char *method,
-                            const char *url, const char *const *headers,
-                            size_t header_count, const char *body,
-                            size_t body_len, int fresh,
+wxp_status wxp_http_perform(wxp_http *http, const wxp_http_request *req,
                             wxp_http_result *result, char *errbuf)
 {
   struct curl_slist *list;
@@ -370,10 +408,10 @@ wxp_status wxp_http_perform(wxp_http *http, const char *method,
   t.max_body = http->options.max_response_size;
   http->curl_error[0] = '\0';
 
-  list = header_list(headers, header_count);
+  list = header_list(req->headers, req->header_count);
   if (!list)
     return WXP_ENOMEM;
-  code = set_options(http, method, url, list, body, body_len, fresh, &t);
+  code = set_options(http, req, list, &t);
   if (code == CURLE_OK)
     code = curl_easy_perform(http->easy);
   curl_slist_free_all(list);

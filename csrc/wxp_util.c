@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -164,6 +165,14 @@ wxp_status wxp_nonce(char out[33], char *errbuf)
     return wxp_fail_ssl(errbuf, WXP_ECRYPTO, "random generator failed");
   wxp_hex_upper(raw, sizeof(raw), out);
   return WXP_OK;
+}
+
+double wxp_monotonic(void)
+{
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* {====================================================================

@@ -26,5 +26,8 @@ return {
     null = core.null,
     -- An empty JSON array in request bodies ({} encodes as an object).
     empty_array = core.empty_array,
+    -- The metatable of arrays in decoded responses; a table with it
+    -- encodes as an array even when empty.
+    array_mt = core.array_mt,
     is_error = errors.is_error,
 }

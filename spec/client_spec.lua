@@ -213,6 +213,33 @@ describe("client", function()
             assert.equals("timeout", config_error({ timeout = 0 }).field)
         end)
 
+        it("keeps a PEM given as a file path out of the message", function()
+            local err = config_error({ private_key_file = keys.merchant_pem })
+            assert.equals("private_key_file", err.field)
+            assert.matches("PEM text", err.message)
+            assert.is_nil(err.message:find("MII", 1, true))
+            assert.is_nil(tostring(err):find(keys.merchant_pem:sub(30, 60), 1, true))
+        end)
+
+        it("rejects a folder as key file", function()
+            local err = config_error({ private_key_file = "/tmp" })
+            assert.equals("private_key_file", err.field)
+            assert.matches("not a regular file", err.message)
+        end)
+
+        it("rejects a timeout under a millisecond", function()
+            assert.equals("timeout", config_error({ timeout = 0.0004 }).field)
+            assert.equals("connect_timeout", config_error({ connect_timeout = 0.0001 }).field)
+        end)
+
+        it("rejects a fractional max_response_size", function()
+            assert.equals("max_response_size", config_error({ max_response_size = 0.5 }).field)
+        end)
+
+        it("rejects a malformed proxy", function()
+            assert.equals("proxy", config_error({ proxy = "not a url" }).field)
+        end)
+
         it("keeps secrets out of tostring", function()
             local client = assert(new_client(nil, {
                 apiv3_key = "0123456789abcdef0123456789ABCDEF",
@@ -312,6 +339,9 @@ describe("client", function()
             { "group_qrcode too long", { group_qrcode = ("g"):rep(1025) }, "group_qrcode",
                 "1024" },
             { "an unknown field", { nickname = "x" }, "nickname", "unknown field" },
+            { "a NUL in sub_mchid", { sub_mchid = "19\0" }, "sub_mchid", "control" },
+            { "a newline in userid", { userid = "rob\nert" }, "userid", "control" },
+            { "a NUL in name", { name = "张\0三" }, "name", "control" },
         }
         for _, case in ipairs(cases) do
             it("rejects " .. case[1] .. " before sending", function()
@@ -402,6 +432,14 @@ describe("client", function()
         it("raises for a non-string out_trade_no", function()
             assert.has_error(function() client:guide("LLA1"):assign(42) end)
         end)
+
+        for _, dots in ipairs({ ".", ".." }) do
+            it("rejects the guide_id " .. dots, function()
+                local guide, err = client:guide(dots)
+                assert.is_nil(guide)
+                assert.equals("guide_id", err.field)
+            end)
+        end
 
         it("rejects an empty guide_id", function()
             local guide, err = client:guide("")
@@ -545,6 +583,33 @@ describe("client", function()
             assert.is_nil(page)
             assert.equals("decrypt", err.kind)
             assert.matches("LLA9", err.message)
+        end)
+
+        for _, case in ipairs({
+            { "items that are not objects", '{"data":[1,"x"]}' },
+            { "an item without guide_id", '{"data":[{"name":"x"}]}' },
+            { "a total_count that is text", '{"total_count":"many","data":[]}' },
+            { "data that is not a list", '{"data":"x"}' },
+            { "a body that is a list", '[]' },
+        }) do
+            it("reports " .. case[1] .. " as an api error", function()
+                transport.replies[1] = signed(200, case[2])
+                local page, err = client:query_guides({ store_id = 1 })
+                assert.is_nil(page)
+                assert.equals("api", err.kind)
+                assert.equals(200, err.status)
+            end)
+        end
+
+        it("keeps unknown result fields in guide.data", function()
+            transport.replies[1] = signed(200, '{"data":[{"guide_id":"LLA1","update":"x",'
+                .. '"new_field":7}]}')
+            local page = assert(client:query_guides({ store_id = 1 }))
+            local guide = page.data[1]
+            assert.equals("function", type(guide.update))
+            assert.equals("x", guide.data.update)
+            assert.equals(7, guide.data.new_field)
+            assert.is_true(guide:update({ avatar = "https://a/b.png" }))
         end)
 
         it("walks every page with each_guide", function()
@@ -729,6 +794,90 @@ describe("client", function()
 
         it("raises for a non-string path", function()
             assert.has_error(function() client:request("GET", 42) end)
+        end)
+
+        for _, case in ipairs({
+            { "a dot segment", "/v3/x/../certificates" },
+            { "a single dot segment", "/v3/./certificates" },
+            { "non-ASCII text", "/v3/证书" },
+            { "a control byte", "/v3/x\1y" },
+            { "a space", "/v3/a b" },
+        }) do
+            it("rejects a path with " .. case[1], function()
+                local res, err = client:request("GET", case[2])
+                assert.is_nil(res)
+                assert.equals("path", err.field)
+                assert.equals(0, #transport.sent)
+            end)
+        end
+
+        it("rejects a query string with a fragment", function()
+            local res, err = client:request("GET", "/v3/x", { query = "a=1#f" })
+            assert.is_nil(res)
+            assert.equals("query", err.field)
+        end)
+
+        it("rejects a query value that is a table", function()
+            local res, err = client:request("GET", "/v3/x", { query = { a = {} } })
+            assert.is_nil(res)
+            assert.equals("query", err.field)
+        end)
+
+        it("rejects a body on GET", function()
+            local res, err = client:request("GET", "/v3/x", { body = { a = 1 } })
+            assert.is_nil(res)
+            assert.equals("body", err.field)
+        end)
+
+        it("rejects a header value with a line break", function()
+            local res, err = client:request("GET", "/v3/x", {
+                headers = { ["X-A"] = "1\r\nX-Injected: yes" } })
+            assert.is_nil(res)
+            assert.equals("headers", err.field)
+            assert.equals(0, #transport.sent)
+        end)
+
+        it("rejects a serial with a line break", function()
+            local res, err = client:request("GET", "/v3/x", { serial = "S\r\nX-B: 1" })
+            assert.is_nil(res)
+            assert.equals("headers", err.field)
+        end)
+
+        it("rejects a header value that is a table", function()
+            local res, err = client:request("GET", "/v3/x", { headers = { ["X-A"] = {} } })
+            assert.is_nil(res)
+            assert.equals("headers", err.field)
+        end)
+
+        it("rejects an Authorization header", function()
+            local res, err = client:request("GET", "/v3/x", {
+                headers = { authorization = "x" } })
+            assert.is_nil(res)
+            assert.equals("headers", err.field)
+        end)
+
+        it("rejects an unknown request option", function()
+            local res, err = client:request("GET", "/v3/x", { querry = { a = 1 } })
+            assert.is_nil(res)
+            assert.equals("querry", err.field)
+        end)
+
+        it("sends a DELETE body when given", function()
+            assert(client:request("DELETE", "/v3/x", { body = { a = 1 } }))
+            assert.equals('{"a":1}', transport.sent[1].body)
+        end)
+
+        it("reports encrypt and decrypt after close", function()
+            client:close()
+            local cipher, err = client:encrypt("x")
+            assert.is_nil(cipher)
+            assert.equals("config", err.kind)
+            local plain, derr = client:decrypt("x")
+            assert.is_nil(plain)
+            assert.equals("config", derr.kind)
+            local list, lerr = client:certificates()
+            assert.is_nil(list)
+            assert.equals("config", lerr.kind)
         end)
 
         it("fails after close", function()

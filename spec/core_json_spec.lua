@@ -123,6 +123,23 @@ describe("wechatpay.core JSON", function()
             assert.equal('{"a":{}}', encode({ a = {} }))
         end)
 
+        it("marks decoded arrays with array_mt", function()
+            local value = core.json_decode('{"list":[],"object":{},"items":[1]}')
+            assert.equal(core.array_mt, getmetatable(value.list))
+            assert.equal(core.array_mt, getmetatable(value.items))
+            assert.is_nil(getmetatable(value.object))
+            assert.is_nil(getmetatable(value))
+        end)
+
+        it("encodes decoded values back the same", function()
+            local text = '{"a":[],"b":{},"c":[[],{}],"d":[1,"x",null]}'
+            assert.equal(text, core.json_encode(core.json_decode(text)))
+        end)
+
+        it("encodes an empty table with array_mt as an array", function()
+            assert.equal("[]", core.json_encode(setmetatable({}, core.array_mt)))
+        end)
+
         it("decodes null as core.null", function()
             local value = decode('{"a":null,"b":[null]}')
             assert.equal(core.null, value.a)

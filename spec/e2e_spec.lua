@@ -379,6 +379,111 @@ describe("network failures against the sandbox", function()
     end)
 end)
 
+describe("one timeout for a whole call", function()
+    local sandbox
+
+    setup(function()
+        sandbox = helper.start_sandbox({ mode = "certificate" })
+    end)
+
+    teardown(function()
+        sandbox.stop()
+        helper.cleanup()
+    end)
+
+    it("covers the certificate download and the request together", function()
+        -- Each part alone fits the 1.5 s timeout; both together do not.
+        sandbox.control("POST", "/sandbox/faults", { fault = "delay", seconds = 0.9,
+            path = "/v3/certificates" })
+        sandbox.control("POST", "/sandbox/faults", { fault = "delay", seconds = 0.9,
+            path = "/v3/smartguide/guides" })
+        local client = assert(wechatpay.new(helper.client_options(sandbox, { timeout = 1.5 })))
+        local page, err = client:query_guides({ store_id = 1234, mobile = "13800138000" })
+        assert.is_nil(page)
+        assert.equals("network", err.kind)
+        assert.equals("timeout", err.reason)
+        assert.truthy(client:query_guides({ store_id = 1234 }))
+        client:close()
+    end)
+end)
+
+describe("the process around the client", function()
+    local sandbox
+
+    setup(function()
+        sandbox = helper.start_sandbox({ mode = "public_key" })
+    end)
+
+    teardown(function()
+        sandbox.stop()
+        helper.cleanup()
+    end)
+
+    -- Counts the TCP sockets a child process inherits: its open sockets
+    -- whose inode is in the kernel's TCP tables.
+    local function inherited_tcp_sockets()
+        local out = helper.run("ls -l /proc/self/fd 2>/dev/null; echo ==; "
+            .. "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null")
+        local fds, tables = out:match("^(.-)==(.*)$")
+        local tcp = {}
+        for line in tables:gmatch("[^\n]+") do
+            -- The tenth field is the inode.
+            local fields = {}
+            for field in line:gmatch("%S+") do
+                fields[#fields + 1] = field
+            end
+            local inode = fields[1] ~= "sl" and fields[10] or nil
+            if inode then
+                tcp[inode] = true
+            end
+        end
+        local n = 0
+        for inode in fds:gmatch("socket:%[(%d+)%]") do
+            if tcp[inode] then
+                n = n + 1
+            end
+        end
+        return n
+    end
+
+    it("keeps its connection out of child processes", function()
+        local client = assert(wechatpay.new(helper.client_options(sandbox)))
+        assert.truthy(client:query_guides({ store_id = 1234 }))
+        assert.equals(0, inherited_tcp_sockets())
+        client:close()
+    end)
+
+    it("ignores proxy variables in the environment", function()
+        local dir = helper.tmpdir()
+        local script = helper.write(dir .. "/call.lua", string.format([[
+            local wechatpay = require("wechatpay")
+            local core = require("wechatpay.core")
+            local f = assert(io.open(%q))
+            local c = core.json_decode(f:read("a"))
+            local client = assert(wechatpay.new({ mchid = c.mchid, serial_no = c.serial_no,
+                private_key_file = c.private_key_file, public_key_file = c.public_key_file,
+                public_key_id = c.public_key_id, base_url = c.base_url }))
+            local page, err = client:query_guides({ store_id = 1234 })
+            io.write(page and "ok" or tostring(err))
+        ]], sandbox.dir .. "/sandbox.json"))
+        local out = helper.run("http_proxy=http://127.0.0.1:1 HTTP_PROXY=http://127.0.0.1:1 "
+            .. "https_proxy=http://127.0.0.1:1 ALL_PROXY=http://127.0.0.1:1 "
+            .. "LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' lua5.4 " .. script .. " 2>&1")
+        assert.equals("ok", out)
+    end)
+
+    it("uses the proxy option when given", function()
+        local client = assert(wechatpay.new(helper.client_options(sandbox, {
+            proxy = "http://127.0.0.1:1" })))
+        local page, err = client:query_guides({ store_id = 1234 })
+        assert.is_nil(page)
+        assert.equals("network", err.kind)
+        assert.equals("connect", err.reason)
+        client:close()
+    end)
+
+end)
+
 describe("configuration mismatches against the sandbox", function()
     local sandbox
 

@@ -31,7 +31,7 @@ local OPTIONS = {
     apiv3_key = true,
     public_key = true, public_key_file = true, public_key_id = true,
     base_url = true, timeout = true, connect_timeout = true,
-    max_response_size = true, ca_file = true, sub_mchid = true,
+    max_response_size = true, ca_file = true, sub_mchid = true, proxy = true,
     clock = true, transport = true, sleep = true, refresh_interval = true,
     platform_certificates = true, platform_certificate_files = true,
 }
@@ -40,16 +40,27 @@ local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = tr
 
 local config_error = errors.config
 
+-- Reads a key or certificate file.  Messages never repeat what was
+-- passed when it is not a plain path: it may be the key itself.
 local function read_file(field, path)
     if type(path) ~= "string" then
         return config_error(field, "must be a file path, got " .. type(path))
     end
+    if path:find("-----BEGIN", 1, true) or path:find("[%c]") or #path > 4096 then
+        return config_error(field, "must be a file path; this looks like PEM text, "
+            .. "which goes in the option without _file")
+    end
     local f, err = io.open(path, "rb")
     if not f then
-        return config_error(field, "cannot read the file: " .. err)
+        -- io.open's message starts with the path; keep only the reason.
+        local reason = err:sub(1, #path + 2) == path .. ": " and err:sub(#path + 3) or err
+        return config_error(field, format("cannot read %s: %s", path, reason))
     end
     local data = f:read("a")
     f:close()
+    if data == nil then
+        return config_error(field, format("cannot read %s: not a regular file", path))
+    end
     return data
 end
 
@@ -109,14 +120,32 @@ local function base_url_option(value)
     return url
 end
 
-local function number_option(opts, name, default, max)
+-- Checks a number option in min..max; integer options need an integer.
+local function number_option(opts, name, default, min, max, integer)
     local value = opts[name]
     if value == nil then
         return default
     end
-    if type(value) ~= "number" or not (value > 0) or value > max then
-        return config_error(name, format("must be a number greater than 0 and at most %s",
-            tostring(max)))
+    local ok = type(value) == "number" and value >= min and value <= max
+    if ok and integer then
+        value = math.tointeger(value)
+        ok = value ~= nil
+    end
+    if not ok then
+        return config_error(name, format("must be %s from %s to %s", integer
+            and "an integer" or "a number", tostring(min), tostring(max)))
+    end
+    return value
+end
+
+-- Checks the proxy URL.  Without this option no proxy is used, whatever
+-- http_proxy and the like say.
+local function proxy_option(value)
+    if value == nil then
+        return nil
+    end
+    if type(value) ~= "string" or not value:match("^%a[%w+.-]*://[^%s]+$") then
+        return config_error("proxy", "must be a proxy URL such as http://127.0.0.1:3128")
     end
     return value
 end
@@ -209,7 +238,7 @@ local function load_keystore(opts, clock)
     end
     local refresh_interval
     refresh_interval, err = number_option(opts, "refresh_interval",
-        keystore.DEFAULT_REFRESH_INTERVAL, 30 * 86400)
+        keystore.DEFAULT_REFRESH_INTERVAL, 60, 30 * 86400)
     if err then
         return nil, err
     end
@@ -276,6 +305,7 @@ local function make_transport(opts)
         max_response_size = opts.max_response_size,
         user_agent = user_agent(),
         ca_file = opts.ca_file,
+        proxy = opts.proxy,
     })
 end
 
@@ -296,11 +326,13 @@ function _M.new(opts)
         { "serial_no", function() return identifier(opts, "serial_no", true) end },
         { "sub_mchid", function() return identifier(opts, "sub_mchid", false) end },
         { "base_url", function() return base_url_option(opts.base_url) end },
-        { "timeout", function() return number_option(opts, "timeout", 10, 86400) end },
+        { "timeout", function() return number_option(opts, "timeout", 10, 0.001, 86400) end },
         { "connect_timeout", function()
-            return number_option(opts, "connect_timeout", 5, 86400) end },
+            return number_option(opts, "connect_timeout", 5, 0.001, 86400) end },
         { "max_response_size", function()
-            return number_option(opts, "max_response_size", 1024 * 1024, 1024 ^ 3) end },
+            return number_option(opts, "max_response_size", 1024 * 1024, 1, 1024 ^ 3, true)
+        end },
+        { "proxy", function() return proxy_option(opts.proxy) end },
         { "private_key", function() return load_private_key(opts) end },
         { "keys", function() return load_keystore(opts, self.clock) end },
     }
@@ -319,8 +351,9 @@ function _M.new(opts)
     local transport, terr = make_transport({
         timeout = self.timeout,
         connect_timeout = self.connect_timeout,
-        max_response_size = floor(self.max_response_size),
+        max_response_size = self.max_response_size,
         ca_file = opts.ca_file,
+        proxy = self.proxy,
         transport = opts.transport,
     })
     if not transport then
@@ -370,11 +403,26 @@ local function percent_encode(s)
 end
 _M.percent_encode = percent_encode
 
--- Builds a query string from a string (taken as is), an array of
--- { name, value } pairs (kept in order) or a table (sorted by name).
+-- Characters a path or query may hold as they are: what libcurl sends
+-- unchanged, so that the signed URL is the URL sent.
+local PATH_PATTERN = "^/[A-Za-z0-9%-._~!$&'()*+,;=:@/%%]*$"
+local QUERY_PATTERN = "^[A-Za-z0-9%-._~!$&'()*+,;=:@/?%%]*$"
+
+local SCALARS = { string = true, number = true, boolean = true }
+
+-- Builds a query string from a string (sent as is, so already encoded),
+-- an array of { name, value } pairs (kept in order) or a table (sorted by
+-- name).  Returns the string, or nil and an input error.
 local function build_query(query)
     if type(query) == "string" then
+        if not query:match(QUERY_PATTERN) then
+            return errors.input("query", "must be percent-encoded ASCII without spaces "
+                .. "or '#'")
+        end
         return query
+    end
+    if type(query) ~= "table" then
+        return errors.input("query", "must be a table or a string, got " .. type(query))
     end
     local pairs_list = {}
     if query[1] ~= nil then
@@ -387,9 +435,33 @@ local function build_query(query)
     end
     local parts = {}
     for i, pair in ipairs(pairs_list) do
+        if type(pair) ~= "table" or not SCALARS[type(pair[1])]
+            or not SCALARS[type(pair[2])] then
+            return errors.input("query", "names and values must be strings, numbers or "
+                .. "booleans")
+        end
         parts[i] = percent_encode(tostring(pair[1])) .. "=" .. percent_encode(tostring(pair[2]))
     end
     return concat(parts, "&")
+end
+
+-- Checks extra request headers: token names, values without control
+-- characters (a CR or LF would start another header), and no
+-- Authorization, which the client makes.
+local function check_headers(headers)
+    for name, value in pairs(headers) do
+        if type(name) ~= "string" or not name:match("^[A-Za-z0-9!#$%%&'*+%-.^_`|~]+$") then
+            return errors.input("headers", "invalid header name " .. format("%q", tostring(name)))
+        end
+        if type(value) ~= "string" or value:find("[%z\1-\8\10-\31\127]") then
+            return errors.input("headers", "header " .. name .. " must be a string without "
+                .. "control characters")
+        end
+        if name:lower() == "authorization" then
+            return errors.input("headers", "Authorization is made by the client")
+        end
+    end
+    return true
 end
 
 -- Turns a non-2xx response into an api error, using the platform's
@@ -412,12 +484,24 @@ local function api_error(res)
     return nil, errors.new("api", message, fields)
 end
 
+-- Returns when a call that starts now must end: every request of the
+-- call, a certificate download included, shares the one timeout.
+function _M:_deadline()
+    return core.monotonic() + self.timeout
+end
+
 -- Signs and sends one request; returns the raw response, or nil, err for
 -- a network failure or a non-2xx status.  The response is not verified.
 -- idempotent tells the transport whether sending twice is harmless.
-function _M:_send(method, url_path, body, headers, idempotent)
+function _M:_send(method, url_path, body, headers, idempotent, deadline)
     if not self.transport then
         return nil, errors.new("config", "the client is closed")
+    end
+    local left = deadline - core.monotonic()
+    if left <= 0 then
+        return nil, errors.new("network", format("%s %s: timed out before sending (the "
+            .. "call's timeout is %g s)", method, url_path, self.timeout),
+            { reason = "timeout", sent = false })
     end
     local auth, err = core.authorization(self.private_key, self.mchid, self.serial_no,
         method, url_path, body or "", floor(self.clock()))
@@ -441,7 +525,7 @@ function _M:_send(method, url_path, body, headers, idempotent)
         url = self.base_url .. url_path,
         headers = list,
         body = body,
-        timeout = self.timeout,
+        timeout = left,
         idempotent = idempotent,
     })
     if not res then
@@ -456,32 +540,39 @@ end
 -- Fetches the platform certificates, for the key store.  The public key
 -- ID goes in Wechatpay-Serial here too, so that in migration the platform
 -- signs the list with the public key.
-function _M:_fetch_certificates()
+function _M:_fetch_certificates(deadline)
     local serial = self.keys:default_serial()
     return self:_send("GET", "/v3/certificates", nil,
-        serial and { ["Wechatpay-Serial"] = serial } or nil, true)
+        serial and { ["Wechatpay-Serial"] = serial } or nil, true,
+        deadline or self:_deadline())
 end
 
-local function fetcher(self)
+local function fetcher(self, deadline)
     return function()
-        return self:_fetch_certificates()
+        return self:_fetch_certificates(deadline)
     end
 end
+_M._fetcher = fetcher
 
 -- Returns the serial and key that encrypt sensitive fields now.
-function _M:_encryption_key()
-    return self.keys:encryption_key(fetcher(self))
+function _M:_encryption_key(deadline)
+    return self.keys:encryption_key(fetcher(self, deadline or self:_deadline()))
 end
 
 -- Sends a request and verifies its response.  opts: query, body (a table
 -- encoded as JSON, or a JSON string sent as is), serial (the value of
 -- Wechatpay-Serial), headers (more headers), idempotent (POST only: true
--- when sending it twice is harmless).  Returns the response
--- { status, headers, body, data, request_id } or nil and an error.
+-- when sending it twice is harmless), deadline (from _deadline).  Returns
+-- the response { status, headers, body, data, request_id } or nil and an
+-- error.
 function _M:_call(method, path, opts)
+    local deadline = opts.deadline or self:_deadline()
     local url_path = path
     if opts.query ~= nil then
-        local query = build_query(opts.query)
+        local query, qerr = build_query(opts.query)
+        if not query then
+            return nil, qerr
+        end
         if query ~= "" then
             url_path = url_path .. "?" .. query
         end
@@ -504,16 +595,25 @@ function _M:_call(method, path, opts)
     if serial then
         headers["Wechatpay-Serial"] = serial
     end
+    local ok, herr = check_headers(headers)
+    if not ok then
+        return nil, herr
+    end
 
-    self.keys:refresh_if_due(fetcher(self))
     local idempotent = method ~= "POST" or opts.idempotent == true
-    local res, err = self:_send(method, url_path, body, headers, idempotent)
+    local res, err = self:_send(method, url_path, body, headers, idempotent, deadline)
     if not res then
         return nil, err
     end
-    local ok, verr = self.keys:verify(res, fetcher(self))
+    local verr
+    ok, verr = self.keys:verify(res, fetcher(self, deadline))
     if not ok then
         return nil, verr
+    end
+    -- A refresh that is due runs after the answer, with the time left, so
+    -- that it never makes the caller's request fail.
+    if deadline > core.monotonic() then
+        self.keys:refresh_if_due(fetcher(self, deadline))
     end
 
     res.request_id = res.headers["request-id"]
@@ -528,6 +628,10 @@ function _M:_call(method, path, opts)
     end
     return res
 end
+
+local REQUEST_OPTIONS = {
+    query = true, body = true, headers = true, serial = true, idempotent = true,
+}
 
 local function check_request_args(method, path, opts)
     if type(method) ~= "string" then
@@ -550,13 +654,30 @@ function _M:request(method, path, opts)
     if not METHODS[method] then
         return errors.input("method", "must be GET, POST, PUT, PATCH or DELETE, got " .. method)
     end
-    if path:sub(1, 1) ~= "/" or path:find("[?#%s]") then
-        return errors.input("path", "must start with / and contain no query, fragment "
-            .. "or spaces (pass the query in opts.query)")
+    if not path:match(PATH_PATTERN) then
+        return errors.input("path", "must start with / and be percent-encoded ASCII, "
+            .. "without a query (pass it in opts.query), fragment or spaces")
+    end
+    if ("/" .. path .. "/"):find("/%.%.?/") then
+        return errors.input("path", "must not contain . or .. segments")
+    end
+    for key in pairs(opts) do
+        if not REQUEST_OPTIONS[key] then
+            return errors.input(tostring(key), "unknown request option")
+        end
     end
     local body = opts.body
     if body ~= nil and type(body) ~= "table" and type(body) ~= "string" then
         return errors.input("body", "must be a table or a JSON string, got " .. type(body))
+    end
+    if body ~= nil and method == "GET" then
+        return errors.input("body", "a GET request has no body")
+    end
+    if opts.headers ~= nil and type(opts.headers) ~= "table" then
+        return errors.input("headers", "must be a table of names and values")
+    end
+    if opts.serial ~= nil and type(opts.serial) ~= "string" then
+        return errors.input("serial", "must be a string")
     end
     return self:_call(method, path, opts)
 end
@@ -566,6 +687,9 @@ end
 function _M:encrypt(plaintext)
     if type(plaintext) ~= "string" then
         error("bad argument #1 to 'encrypt' (string expected, got " .. type(plaintext) .. ")", 2)
+    end
+    if not self.transport then
+        return nil, errors.new("config", "the client is closed")
     end
     local serial, key = self:_encryption_key()
     if not serial then
@@ -583,6 +707,9 @@ function _M:decrypt(ciphertext)
     if type(ciphertext) ~= "string" then
         error("bad argument #1 to 'decrypt' (string expected, got " .. type(ciphertext) .. ")", 2)
     end
+    if not self.transport then
+        return nil, errors.new("config", "the client is closed")
+    end
     local plain, why = self.private_key:decrypt(ciphertext)
     if not plain then
         return nil, errors.new("decrypt", why)
@@ -594,6 +721,9 @@ end
 -- not_after (absent for the public key) and source ("public_key",
 -- "download" or "config").
 function _M:certificates()
+    if not self.transport then
+        return nil, errors.new("config", "the client is closed")
+    end
     return self.keys:list()
 end
 
@@ -604,7 +734,7 @@ function _M:refresh_certificates()
     if not self.transport then
         return nil, errors.new("config", "the client is closed")
     end
-    return self.keys:refresh(fetcher(self))
+    return self.keys:refresh(fetcher(self, self:_deadline()))
 end
 
 return _M

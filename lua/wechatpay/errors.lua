@@ -20,6 +20,21 @@ _M.KINDS = {
     decrypt = true,  -- an encrypted field or resource could not be read
 }
 
+-- Writes control characters as escapes, so that a message from a server
+-- stays on one line and cannot drive a terminal.
+local function one_line(text)
+    return (tostring(text):gsub("[%z\1-\31\127]", function(c)
+        if c == "\n" then
+            return "\\n"
+        elseif c == "\r" then
+            return "\\r"
+        elseif c == "\t" then
+            return " "
+        end
+        return string.format("\\x%02X", c:byte())
+    end))
+end
+
 local mt = {}
 mt.__index = mt
 
@@ -29,22 +44,23 @@ function mt.__tostring(err)
         parts[#parts + 1] = ": HTTP " .. tostring(err.status)
     end
     if err.code then
-        parts[#parts + 1] = (err.status and " " or ": ") .. tostring(err.code)
+        parts[#parts + 1] = (err.status and " " or ": ") .. one_line(err.code)
     end
-    parts[#parts + 1] = ": " .. tostring(err.message)
+    parts[#parts + 1] = ": " .. one_line(err.message)
     if err.request_id then
-        parts[#parts + 1] = " (Request-ID " .. tostring(err.request_id) .. ")"
+        parts[#parts + 1] = " (Request-ID " .. one_line(err.request_id) .. ")"
     end
     return concat(parts)
 end
 
 -- Creates an error.  fields may add status, code, detail, request_id,
--- field (the option or input at fault) and reason (a short code).
+-- field (the option or input at fault) and reason (a short code).  The
+-- message is kept on one line.
 function _M.new(kind, message, fields)
     if not _M.KINDS[kind] then
         error("unknown error kind " .. tostring(kind), 2)
     end
-    local err = { kind = kind, message = message }
+    local err = { kind = kind, message = one_line(message) }
     if type(fields) == "table" then
         for k, v in pairs(fields) do
             err[k] = v

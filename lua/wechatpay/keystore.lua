@@ -95,8 +95,11 @@ end
 -- configuration problem, not worth downloading again for: it is kept
 -- until refresh() is called.
 function _M:download_failed(err)
-    local no_certificates = err.kind == "api" and (err.status == 404 or err.status == 403
-        or err.code == "RESOURCE_NOT_EXISTS" or err.code == "NOT_FOUND")
+    -- Only a platform error body counts: a bare 404 may come from a wrong
+    -- base_url.
+    local no_certificates = err.kind == "api" and err.code ~= nil
+        and (err.status == 404 or err.status == 403 or err.code == "RESOURCE_NOT_EXISTS"
+            or err.code == "NOT_FOUND")
     if not no_certificates then
         return nil, err
     end

@@ -72,7 +72,7 @@ function _M:parse_notification(headers, body)
     end
 
     local message = { status = 200, headers = lower_headers(headers), body = body }
-    local ok, err = self.keys:verify(message, function() return self:_fetch_certificates() end,
+    local ok, err = self.keys:verify(message, self._fetcher(self, self:_deadline()),
         "notification")
     if not ok then
         err.step = err.step or "verify"

@@ -1,16 +1,20 @@
 -- The "Pay as a Service" (支付即服务) staff calls under /v3/smartguide:
 -- register, assign, query and update service staff ("guides").
+local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 local validate = require("wechatpay.validate")
 
 local error = error
+local getmetatable = getmetatable
 local ipairs = ipairs
+local math_type = math.type
 local next = next
 local pairs = pairs
 local setmetatable = setmetatable
 local tostring = tostring
 local type = type
 local format = string.format
+local core_null = core.null
 
 local _M = {}
 
@@ -27,16 +31,23 @@ local LIMITS = {
 -- The largest page the query endpoint returns.
 local PAGE_SIZE = 10
 
+-- The fields a guide object carries at its top level; the whole result
+-- item, whatever new fields the platform adds, is in guide.data.
+local GUIDE_FIELDS = { "guide_id", "store_id", "userid", "work_id", "name", "mobile" }
+
 local Guide = {}
 Guide.__index = Guide
 
 function Guide.__tostring(guide)
-    return "wechatpay.Guide " .. guide.guide_id
+    return "wechatpay.Guide " .. tostring(guide.guide_id)
 end
 
 local function new_guide(client, fields)
-    fields.client = client
-    return setmetatable(fields, Guide)
+    local guide = { client = client, data = fields }
+    for _, name in ipairs(GUIDE_FIELDS) do
+        guide[name] = fields[name]
+    end
+    return setmetatable(guide, Guide)
 end
 
 local function check_table(name, value, argn)
@@ -76,8 +87,8 @@ end
 
 -- Encrypts name and mobile in body (when present) with the current
 -- encryption key; returns the serial to send, or nil, err.
-local function encrypt_fields(client, body)
-    local serial, key = client:_encryption_key()
+local function encrypt_fields(client, body, deadline)
+    local serial, key = client:_encryption_key(deadline)
     if not serial then
         return nil, key
     end
@@ -130,13 +141,15 @@ function _M:register_guide(fields)
         return nil, err
     end
 
+    local deadline = self:_deadline()
     local serial
-    serial, err = encrypt_fields(self, body)
+    serial, err = encrypt_fields(self, body, deadline)
     if not serial then
         return nil, err
     end
     local res
-    res, err = self:_call("POST", GUIDES_PATH, { body = body, serial = serial })
+    res, err = self:_call("POST", GUIDES_PATH, { body = body, serial = serial,
+        deadline = deadline })
     if not res then
         return nil, err
     end
@@ -152,13 +165,26 @@ function _M:register_guide(fields)
     })
 end
 
+-- Checks a guide_id for a path: the platform's limits, and not "." or
+-- "..", which a server could read as a step up the path.
+local function check_guide_id(guide_id)
+    local id, err = validate.text("guide_id", guide_id, 1, LIMITS.guide_id)
+    if not id then
+        return nil, err
+    end
+    if id:match("^%.%.?$") then
+        return errors.input("guide_id", "must not be . or ..")
+    end
+    return id
+end
+
 -- Returns a guide object for a known guide_id, without a request, or nil
 -- and an input error when the id is not one the platform could accept.
 function _M:guide(guide_id)
     if type(guide_id) ~= "string" then
         error("bad argument #1 to 'guide' (string expected, got " .. type(guide_id) .. ")", 2)
     end
-    local id, err = validate.text("guide_id", guide_id, 1, LIMITS.guide_id)
+    local id, err = check_guide_id(guide_id)
     if not id then
         return nil, err
     end
@@ -230,15 +256,17 @@ function Guide:update(fields)
         return nil, err
     end
 
+    local deadline = client:_deadline()
     local serial
     if body.name or body.mobile then
-        serial, err = encrypt_fields(client, body)
+        serial, err = encrypt_fields(client, body, deadline)
         if not serial then
             return nil, err
         end
     end
     local res
-    res, err = client:_call("PATCH", guide_path(self), { body = body, serial = serial })
+    res, err = client:_call("PATCH", guide_path(self), { body = body, serial = serial,
+        deadline = deadline })
     if not res then
         return nil, err
     end
@@ -252,7 +280,7 @@ local QUERY_FIELDS = {
 
 -- Checks the query parameters; returns the query as ordered pairs (the
 -- order of the platform's own example) and the encryption serial.
-local function build_guide_query(client, params)
+local function build_guide_query(client, params, deadline)
     local ok, err = validate.known_fields("query_guides", params, QUERY_FIELDS)
     if not ok then
         return nil, err
@@ -277,7 +305,7 @@ local function build_guide_query(client, params)
 
     local serial
     if v.mobile then
-        serial, err = encrypt_fields(client, v)
+        serial, err = encrypt_fields(client, v, deadline)
         if not serial then
             return nil, err
         end
@@ -309,29 +337,61 @@ local function decrypt_item(client, item)
     return true
 end
 
+local function optional_integer(value)
+    return value == nil or math_type(value) == "integer"
+end
+
+-- Checks the shape of a decoded query response; returns { data,
+-- total_count, limit, offset } or nil and what is wrong.
+local function check_page(data)
+    if type(data) ~= "table" or getmetatable(data) == core.array_mt then
+        return nil, "is not a JSON object"
+    end
+    local items = data.data
+    if items == nil or items == core_null then
+        items = {}
+    elseif type(items) ~= "table" or getmetatable(items) ~= core.array_mt then
+        return nil, "has a data field that is not a list"
+    end
+    for i, item in ipairs(items) do
+        if type(item) ~= "table" or type(item.guide_id) ~= "string" then
+            return nil, format("item %d is not a guide with a guide_id", i)
+        end
+    end
+    for _, name in ipairs({ "total_count", "limit", "offset" }) do
+        if not optional_integer(data[name]) then
+            return nil, format("has a %s that is not an integer", name)
+        end
+    end
+    return { data = items, total_count = data.total_count, limit = data.limit,
+        offset = data.offset }
+end
+
 -- Queries the staff of a store, one page (at most 10).  Returns
 -- { data = { guide, ... }, total_count, limit, offset } with name and
 -- mobile decrypted, or nil and an error.
 function _M:query_guides(params)
     check_table("query_guides", params, 1)
-    local query, serial = build_guide_query(self, params)
+    local deadline = self:_deadline()
+    local query, serial = build_guide_query(self, params, deadline)
     if not query then
         return nil, serial
     end
 
-    local res, err = self:_call("GET", GUIDES_PATH, { query = query, serial = serial })
+    local res, err = self:_call("GET", GUIDES_PATH, { query = query, serial = serial,
+        deadline = deadline })
     if not res then
         return nil, err
     end
-    local data = res.data
-    if type(data) ~= "table" then
-        return nil, errors.new("api", "query response is not a JSON object", {
+    local page, why = check_page(res.data)
+    if not page then
+        return nil, errors.new("api", "query response " .. why, {
             status = res.status, request_id = res.request_id,
         })
     end
 
     local guides = {}
-    for i, item in ipairs(type(data.data) == "table" and data.data or {}) do
+    for i, item in ipairs(page.data) do
         local ok, derr = decrypt_item(self, item)
         if not ok then
             derr.request_id = res.request_id
@@ -339,12 +399,8 @@ function _M:query_guides(params)
         end
         guides[i] = new_guide(self, item)
     end
-    return {
-        data = guides,
-        total_count = data.total_count,
-        limit = data.limit,
-        offset = data.offset,
-    }
+    page.data = guides
+    return page
 end
 
 -- Iterates over every guide of a store, a page of 10 at a time:

@@ -34,6 +34,10 @@ function _M.text(field, value, min, max)
     if not ok then
         return input(field, why)
     end
+    local control = value:find("[%z\1-\31\127]")
+    if control then
+        return input(field, format("contains a control character at byte %d", control))
+    end
     return value
 end
 

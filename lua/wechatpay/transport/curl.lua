@@ -25,7 +25,7 @@ local REASONS = {
 }
 
 -- Creates a transport.  opts: timeout, connect_timeout (seconds),
--- max_response_size (bytes), user_agent, ca_file.
+-- max_response_size (bytes), user_agent, ca_file, proxy.
 function _M.new(opts)
     local http, err = core.new_http({
         timeout = opts.timeout,
@@ -33,6 +33,7 @@ function _M.new(opts)
         max_response_size = opts.max_response_size,
         user_agent = opts.user_agent,
         ca_file = opts.ca_file,
+        proxy = opts.proxy,
     })
     if not http then
         return nil, errors.new("config", "cannot create the HTTP client: " .. err)
@@ -41,15 +42,15 @@ function _M.new(opts)
 end
 
 -- Sends req = { method, url, headers = { "Name: value", ... }, body,
--- idempotent }.  A request that is not idempotent goes on a new
--- connection, because libcurl repeats a request on its own when a reused
--- connection closes without an answer.
+-- timeout (seconds left for this request), idempotent }.  A request that
+-- is not idempotent goes on a new connection, because libcurl repeats a
+-- request on its own when a reused connection closes without an answer.
 -- Returns { status, headers (lower-case names), body } or nil and a
 -- network error whose reason is one of the REASONS keys and whose sent
 -- field tells whether any of the request went out.
 function _M:send(req)
     local res, code, message, sent = self.http:request(req.method, req.url,
-        req.headers, req.body, not req.idempotent)
+        req.headers, req.body, { fresh = not req.idempotent, timeout = req.timeout })
     if res then
         return res
     end
