@@ -254,7 +254,7 @@ describe("verification failures against the sandbox", function()
     end)
 
     it("refuses a response ten minutes old", function()
-        local err = query_with_fault({ fault = "stale_timestamp", seconds = -600 })
+        local err = query_with_fault({ fault = "stale_timestamp", skew = -600 })
         assert.equals("stale", err.reason)
         assert.matches("clock", err.message)
     end)
