@@ -338,6 +338,16 @@ describe("certificate lifecycle", function()
             assert.same({ "0BBB" }, serials(client))
         end)
 
+        it("accepts a list signed by its new certificate after a long idle", function()
+            local client = new_client(platform)
+            assert(client:guide("LLA1"):assign("O1"))
+            platform.now = platform.now + 3 * DAY
+            platform.listed = { a, b }
+            platform.signer = b
+            assert.is_true(client:guide("LLA1"):assign("O2"))
+            assert.same({ "0AAA", "0BBB" }, serials(client))
+        end)
+
         it("bootstraps again once every certificate has expired", function()
             local client = new_client(platform, { refresh_interval = 29 * DAY })
             assert(client:guide("LLA1"):assign("O1"))

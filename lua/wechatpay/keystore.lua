@@ -112,20 +112,24 @@ function _M:download_failed(err)
 end
 
 -- The keys a download response may be signed with.  The public key, when
--- configured, always.  While the store holds a valid certificate, those
--- certificates: a new certificate is trusted only when a key already
--- trusted signs the list that brings it.  With none (the first download,
--- or after every certificate expired), a certificate from the list
--- itself: each entry has already been authenticated by its AES-GCM tag
--- under the APIv3 key, which only the merchant and the platform know.
+-- configured, always.  While the store holds a valid certificate that a
+-- recent download confirmed, those certificates: a new certificate is
+-- trusted only when a key already trusted signs the list that brings it.
+-- Otherwise (the first download, every certificate expired, or a client
+-- idle for two refresh intervals, which may have slept through a
+-- rotation) a certificate from the list itself: each entry has already
+-- been authenticated by its AES-GCM tag under the APIv3 key, which only
+-- the merchant and the platform know.
 function _M:signers_for(certs, now)
+    local recent = self.last_success ~= nil
+        and now - self.last_success < 2 * self.refresh_interval
     local signers = core.new_store()
     local certificates = 0
     for _, entry in ipairs(self.store:list()) do
         if (entry.not_after or huge) > now and entry.not_before <= now then
             local _, key = self.store:find(entry.serial)
             signers:put(entry.serial, key, entry.not_before, entry.not_after, entry.source)
-            if entry.source ~= "public_key" then
+            if entry.source == "config" or (entry.source == "download" and recent) then
                 certificates = certificates + 1
             end
         end
