@@ -82,7 +82,7 @@ install: $(MODULE)
 		install -m 644 $$f $(DESTDIR)$(LUA_SHAREDIR)/$$d/; \
 	done
 	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 bin/wechatpay-sandbox $(DESTDIR)$(PREFIX)/bin/
+	install -m 755 bin/wechatpay-sandbox bin/wechatpay-guide $(DESTDIR)$(PREFIX)/bin/
 
 clean:
 	rm -rf $(BUILD) build-asan

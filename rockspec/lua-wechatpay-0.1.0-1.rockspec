@@ -19,8 +19,12 @@ Includes a local sandbox of the platform for offline development.]],
     license = "MIT",
 }
 
--- The sandbox (wechatpay.sandbox, bin/wechatpay-sandbox) also needs
--- cqueues and luaossl; the client does not.
+-- The client needs nothing more.  The sandbox (wechatpay.sandbox,
+-- bin/wechatpay-sandbox) also needs cqueues and luaossl, and the command
+-- line tool (bin/wechatpay-guide) argparse, dkjson, luafilesystem and
+-- lua-term; they are not listed here so that `luarocks make` stays
+-- offline (Debian: lua-cqueues lua-luaossl lua-argparse lua-dkjson
+-- lua-filesystem lua-term).
 dependencies = {
     "lua >= 5.4",
 }
@@ -49,6 +53,17 @@ build = {
             libraries = { "ssl", "crypto", "curl", "cjson" },
         },
         ["wechatpay"] = "lua/wechatpay.lua",
+        ["wechatpay.cli"] = "lua/wechatpay/cli.lua",
+        ["wechatpay.cli.calls"] = "lua/wechatpay/cli/calls.lua",
+        ["wechatpay.cli.commands"] = "lua/wechatpay/cli/commands.lua",
+        ["wechatpay.cli.config"] = "lua/wechatpay/cli/config.lua",
+        ["wechatpay.cli.csv"] = "lua/wechatpay/cli/csv.lua",
+        ["wechatpay.cli.fields"] = "lua/wechatpay/cli/fields.lua",
+        ["wechatpay.cli.journal"] = "lua/wechatpay/cli/journal.lua",
+        ["wechatpay.cli.output"] = "lua/wechatpay/cli/output.lua",
+        ["wechatpay.cli.progress"] = "lua/wechatpay/cli/progress.lua",
+        ["wechatpay.cli.sync"] = "lua/wechatpay/cli/sync.lua",
+        ["wechatpay.cli.sync_file"] = "lua/wechatpay/cli/sync_file.lua",
         ["wechatpay.client"] = "lua/wechatpay/client.lua",
         ["wechatpay.errors"] = "lua/wechatpay/errors.lua",
         ["wechatpay.keystore"] = "lua/wechatpay/keystore.lua",
@@ -73,6 +88,7 @@ build = {
     },
     install = {
         bin = {
+            ["wechatpay-guide"] = "bin/wechatpay-guide",
             ["wechatpay-sandbox"] = "bin/wechatpay-sandbox",
         },
     },

@@ -5,7 +5,8 @@ set -eu
 
 PACKAGES="gcc make pkg-config openssl lua5.4 liblua5.4-dev libssl-dev
 libcurl4-openssl-dev libcjson-dev lua-busted lua-cqueues luarocks valgrind
-python3-cryptography lua-luaossl"
+python3-cryptography lua-luaossl lua-argparse lua-dkjson lua-filesystem
+lua-term"
 
 missing=""
 for pkg in $PACKAGES; do
