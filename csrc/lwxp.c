@@ -1085,6 +1085,18 @@ static int l_monotonic(lua_State *L)
 }
 
 
+/* sleep(seconds): blocks the thread; at most a day. */
+static int l_sleep(lua_State *L)
+{
+  double seconds = luaL_checknumber(L, 1);
+
+  luaL_argcheck(L, seconds >= 0 && seconds <= 86400, 1,
+                "seconds must be between 0 and 86400");
+  wxp_sleep(seconds);
+  return 0;
+}
+
+
 static int l_system(lua_State *L)
 {
   char name[128];
@@ -1258,6 +1270,7 @@ static const luaL_Reg module_functions[] = {
   { "curl_version", l_curl_version },
   { "system", l_system },
   { "monotonic", l_monotonic },
+  { "sleep", l_sleep },
   { "generate_test_key", l_generate_test_key },
   { "issue_test_certificate", l_issue_test_certificate },
   { NULL, NULL }

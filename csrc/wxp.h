@@ -83,6 +83,9 @@ wxp_status wxp_nonce(char out[33], char *errbuf);
 /* Seconds from a clock that never jumps, for deadlines. */
 double wxp_monotonic(void);
 
+/* Blocks the calling thread for seconds (a retry's back-off). */
+void wxp_sleep(double seconds);
+
 /* ---------------------------------------------------------------------
  * Keys and certificates
  */

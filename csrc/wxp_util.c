@@ -4,6 +4,7 @@
  */
 #include "wxp_internal.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,19 @@ wxp_status wxp_nonce(char out[33], char *errbuf)
   wxp_hex_upper(raw, sizeof(raw), out);
   return WXP_OK;
 }
+
+void wxp_sleep(double seconds)
+{
+  struct timespec ts;
+
+  if (!(seconds > 0))
+    return;
+  ts.tv_sec = (time_t)seconds;
+  ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+    ;
+}
+
 
 double wxp_monotonic(void)
 {

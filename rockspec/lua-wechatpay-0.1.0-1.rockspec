@@ -68,6 +68,7 @@ build = {
         ["wechatpay.errors"] = "lua/wechatpay/errors.lua",
         ["wechatpay.keystore"] = "lua/wechatpay/keystore.lua",
         ["wechatpay.notification"] = "lua/wechatpay/notification.lua",
+        ["wechatpay.retry"] = "lua/wechatpay/retry.lua",
         ["wechatpay.sandbox"] = "lua/wechatpay/sandbox.lua",
         ["wechatpay.sandbox.certificates"] = "lua/wechatpay/sandbox/certificates.lua",
         ["wechatpay.sandbox.cli"] = "lua/wechatpay/sandbox/cli.lua",

@@ -652,7 +652,7 @@ describe("client", function()
 
         before_each(function()
             transport = fake_transport()
-            client = assert(new_client(transport))
+            client = assert(new_client(transport, { retries = 0 }))
         end)
 
         after_each(function()

@@ -273,12 +273,13 @@ describe("verification failures against the sandbox", function()
         assert.matches("not valid JSON", err.message)
     end)
 
-    it("passes 500 through as an api error", function()
+    it("passes 500 through once retries run out", function()
         local err = query_with_fault({ fault = "status", status = 500, code = "SYSTEM_ERROR",
-            message = "系统错误" })
+            message = "系统错误", count = 3 })
         assert.equals("api", err.kind)
         assert.equals(500, err.status)
         assert.equals("SYSTEM_ERROR", err.code)
+        assert.equals(3, err.attempts)
     end)
 
     it("is refused by the platform when the clock is off", function()
@@ -307,8 +308,11 @@ describe("network failures against the sandbox", function()
         sandbox.control("DELETE", "/sandbox/faults")
     end)
 
+    -- Without retries, so that each failure shows as it is.
     local function new_client(extra)
-        return assert(wechatpay.new(helper.client_options(sandbox, extra)))
+        local opts = helper.client_options(sandbox, extra)
+        opts.retries = 0
+        return assert(wechatpay.new(opts))
     end
 
     it("times out when no answer comes", function()
@@ -379,7 +383,7 @@ describe("network failures against the sandbox", function()
     end)
 end)
 
-describe("one timeout for a whole call", function()
+describe("one deadline for a whole call", function()
     local sandbox
 
     setup(function()
@@ -392,12 +396,12 @@ describe("one timeout for a whole call", function()
     end)
 
     it("covers the certificate download and the request together", function()
-        -- Each part alone fits the 1.5 s timeout; both together do not.
+        -- Each part alone fits the 1.5 s deadline; both together do not.
         sandbox.control("POST", "/sandbox/faults", { fault = "delay", seconds = 0.9,
             path = "/v3/certificates" })
         sandbox.control("POST", "/sandbox/faults", { fault = "delay", seconds = 0.9,
             path = "/v3/smartguide/guides" })
-        local client = assert(wechatpay.new(helper.client_options(sandbox, { timeout = 1.5 })))
+        local client = assert(wechatpay.new(helper.client_options(sandbox, { deadline = 1.5 })))
         local page, err = client:query_guides({ store_id = 1234, mobile = "13800138000" })
         assert.is_nil(page)
         assert.equals("network", err.kind)

@@ -105,6 +105,8 @@ local function new_client(platform, extra)
         base_url = "https://api.mch.weixin.qq.com",
         clock = function() return platform.now end,
         transport = platform.transport,
+        -- One request per download, so that the counts below are exact.
+        retries = 0,
     }
     for k, v in pairs(extra or {}) do
         opts[k] = v ~= false and v or nil

@@ -3,6 +3,7 @@
 local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 local keystore = require("wechatpay.keystore")
+local retry = require("wechatpay.retry")
 
 local error = error
 local floor = math.floor
@@ -34,6 +35,8 @@ local OPTIONS = {
     max_response_size = true, ca_file = true, sub_mchid = true, proxy = true,
     clock = true, transport = true, sleep = true, refresh_interval = true,
     platform_certificates = true, platform_certificate_files = true,
+    deadline = true, retries = true, retry_delay = true, retry_max_delay = true,
+    backup_base_url = true, log = true,
 }
 
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
@@ -96,25 +99,27 @@ local function identifier(opts, name, required)
     return value
 end
 
--- Checks base_url: https, or http on a loopback host (the sandbox); no
--- path, query or user name.
-local function base_url_option(value)
+-- Checks base_url (or backup_base_url): https, or http on a loopback
+-- host (the sandbox); no path, query or user name.
+local function base_url_option(value, name)
+    name = name or "base_url"
     if value == nil then
-        return DEFAULT_BASE_URL
+        return name == "base_url" and DEFAULT_BASE_URL or nil
     end
     if type(value) ~= "string" then
-        return config_error("base_url", "must be a string")
+        return config_error(name, "must be a string")
     end
     local url = value:gsub("/+$", "")
-    local scheme, host = url:match("^(https?)://([^/?#@]+)$")
+    local scheme, host = url:match("^(https?)://([^/?#@%s%c]+)$")
     if not scheme then
-        return config_error("base_url", "must look like https://host[:port], got " .. value)
+        return config_error(name, "must look like https://host[:port], got "
+            .. format("%q", value:sub(1, 100)))
     end
     local hostname = host:match("^%[(.*)%]") or host:match("^[^:]+")
     local loopback = hostname == "localhost" or hostname == "::1"
         or (hostname and hostname:match("^127%.%d+%.%d+%.%d+$") ~= nil)
     if scheme == "http" and not loopback then
-        return config_error("base_url", "must use https; plain http is allowed only "
+        return config_error(name, "must use https; plain http is allowed only "
             .. "on a loopback address, for the sandbox")
     end
     return url
@@ -254,6 +259,7 @@ local function load_keystore(opts, clock)
         refresh_interval = refresh_interval,
         sleep = opts.sleep,
         wait_limit = opts.timeout,
+        log = opts.log,
     })
 end
 
@@ -273,6 +279,9 @@ local function check_options(opts)
     end
     if opts.transport ~= nil and type(opts.transport) ~= "function" then
         return config_error("transport", "must be a function(request) returning a response")
+    end
+    if opts.log ~= nil and type(opts.log) ~= "function" then
+        return config_error("log", "must be a function(level, message)")
     end
     return true
 end
@@ -320,13 +329,26 @@ function _M.new(opts)
         return nil, err
     end
 
-    local self = { clock = opts.clock or os_time }
+    local self = {
+        clock = opts.clock or os_time,
+        sleep = opts.sleep or core.sleep,
+        log = opts.log,
+    }
     local steps = {
         { "mchid", function() return identifier(opts, "mchid", true) end },
         { "serial_no", function() return identifier(opts, "serial_no", true) end },
         { "sub_mchid", function() return identifier(opts, "sub_mchid", false) end },
         { "base_url", function() return base_url_option(opts.base_url) end },
         { "timeout", function() return number_option(opts, "timeout", 10, 0.001, 86400) end },
+        { "deadline", function() return number_option(opts, "deadline", 30, 0.001, 86400) end },
+        { "retries", function()
+            return number_option(opts, "retries", retry.DEFAULT_RETRIES, 0, 10, true) end },
+        { "retry_delay", function()
+            return number_option(opts, "retry_delay", retry.DEFAULT_DELAY, 0, 60) end },
+        { "retry_max_delay", function()
+            return number_option(opts, "retry_max_delay", retry.DEFAULT_MAX_DELAY, 0, 600) end },
+        { "backup_base_url", function()
+            return base_url_option(opts.backup_base_url, "backup_base_url") end },
         { "connect_timeout", function()
             return number_option(opts, "connect_timeout", 5, 0.001, 86400) end },
         { "max_response_size", function()
@@ -468,7 +490,11 @@ end
 -- { code, message, detail } body when there is one.
 local function api_error(res)
     local body = res.body ~= "" and core.json_decode(res.body) or nil
-    local fields = { status = res.status, request_id = res.headers["request-id"] }
+    local fields = {
+        status = res.status,
+        request_id = res.headers["request-id"],
+        retry_after = retry.retry_after(res.headers["retry-after"]),
+    }
     local message
     if type(body) == "table" and type(body.code) == "string" then
         fields.code = body.code
@@ -484,23 +510,32 @@ local function api_error(res)
     return nil, errors.new("api", message, fields)
 end
 
--- Returns when a call that starts now must end: every request of the
--- call, a certificate download included, shares the one timeout.
-function _M:_deadline()
-    return core.monotonic() + self.timeout
+-- Passes a message to the log option, if any.  Messages never carry a
+-- key, a signature, an Authorization header or decrypted text.
+function _M:_log(level, message)
+    if self.log then
+        self.log(level, message)
+    end
 end
 
--- Signs and sends one request; returns the raw response, or nil, err for
--- a network failure or a non-2xx status.  The response is not verified.
--- idempotent tells the transport whether sending twice is harmless.
-function _M:_send(method, url_path, body, headers, idempotent, deadline)
+-- Returns when a call that starts now must end: its attempts, the waits
+-- between them and a certificate download it triggers share the deadline.
+function _M:_deadline()
+    return core.monotonic() + self.deadline
+end
+
+-- Signs and sends one request to base_url; returns the raw response, or
+-- nil, err for a network failure or a non-2xx status.  The response is
+-- not verified.  idempotent tells the transport whether sending twice is
+-- harmless.
+function _M:_send(method, base_url, url_path, body, headers, idempotent, deadline)
     if not self.transport then
         return nil, errors.new("config", "the client is closed")
     end
     local left = deadline - core.monotonic()
     if left <= 0 then
         return nil, errors.new("network", format("%s %s: timed out before sending (the "
-            .. "call's timeout is %g s)", method, url_path, self.timeout),
+            .. "call's deadline is %g s)", method, url_path, self.deadline),
             { reason = "timeout", sent = false })
     end
     local auth, err = core.authorization(self.private_key, self.mchid, self.serial_no,
@@ -522,10 +557,10 @@ function _M:_send(method, url_path, body, headers, idempotent, deadline)
 
     local res, send_err = self.transport:send({
         method = method,
-        url = self.base_url .. url_path,
+        url = base_url .. url_path,
         headers = list,
         body = body,
-        timeout = left,
+        timeout = math.min(self.timeout, left),
         idempotent = idempotent,
     })
     if not res then
@@ -537,12 +572,43 @@ function _M:_send(method, url_path, body, headers, idempotent, deadline)
     return res
 end
 
+-- Sends a request, and again after a failure that retry.decide allows,
+-- waiting a back-off between attempts, while the deadline leaves time.
+-- Every attempt is signed anew, with a fresh nonce and timestamp.  After
+-- a connection failure the remaining attempts go to backup_base_url.
+function _M:_send_retrying(method, url_path, body, headers, idempotent, deadline)
+    local base_url = self.base_url
+    local attempt = 1
+    while true do
+        local res, err = self:_send(method, base_url, url_path, body, headers, idempotent,
+            deadline)
+        if res then
+            return res
+        end
+        local decision = attempt <= self.retries and retry.decide(err, idempotent)
+        local wait = decision and retry.delay(attempt, self.retry_delay,
+            self.retry_max_delay, err)
+        if not decision or core.monotonic() + wait >= deadline then
+            err.attempts = attempt
+            return nil, err
+        end
+        if decision == "backup" and self.backup_base_url then
+            base_url = self.backup_base_url
+        end
+        self:_log("warn", format("%s %s failed (%s), attempt %d of %d; retrying on %s in "
+            .. "%.2f s", method, url_path, err.reason or err.status or err.kind, attempt,
+            self.retries + 1, base_url, wait))
+        self.sleep(wait)
+        attempt = attempt + 1
+    end
+end
+
 -- Fetches the platform certificates, for the key store.  The public key
 -- ID goes in Wechatpay-Serial here too, so that in migration the platform
 -- signs the list with the public key.
 function _M:_fetch_certificates(deadline)
     local serial = self.keys:default_serial()
-    return self:_send("GET", "/v3/certificates", nil,
+    return self:_send_retrying("GET", "/v3/certificates", nil,
         serial and { ["Wechatpay-Serial"] = serial } or nil, true,
         deadline or self:_deadline())
 end
@@ -601,7 +667,8 @@ function _M:_call(method, path, opts)
     end
 
     local idempotent = method ~= "POST" or opts.idempotent == true
-    local res, err = self:_send(method, url_path, body, headers, idempotent, deadline)
+    local res, err = self:_send_retrying(method, url_path, body, headers, idempotent,
+        deadline)
     if not res then
         return nil, err
     end

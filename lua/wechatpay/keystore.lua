@@ -12,6 +12,7 @@ local errors = require("wechatpay.errors")
 
 local error = error
 local huge = math.huge
+local tostring = tostring
 local ipairs = ipairs
 local pairs = pairs
 local pcall = pcall
@@ -61,6 +62,7 @@ function _M.new(opts)
         refresh_interval = opts.refresh_interval or _M.DEFAULT_REFRESH_INTERVAL,
         sleep = opts.sleep,
         wait_limit = opts.wait_limit or 10,
+        log = opts.log,
         last_attempt = nil,     -- when the last download started
         last_success = nil,     -- when a download last succeeded
         downloading = false,
@@ -176,11 +178,27 @@ function _M:install(certs, now)
     return changes
 end
 
+-- Downloads and installs the platform certificates (see fetch_and_install),
+-- and logs the outcome.
+function _M:download(fetch)
+    local changes, err = self:fetch_and_install(fetch)
+    if self.log then
+        if changes then
+            self.log("info", format("platform certificates downloaded: %d added, %d removed, "
+                .. "%d kept", #changes.added, #changes.removed, #changes.kept))
+        else
+            self.log("warn", "platform certificate download failed, keeping the "
+                .. self.store:count() .. " keys held: " .. tostring(err))
+        end
+    end
+    return changes, err
+end
+
 -- Downloads and installs the platform certificates with fetch(), which
 -- sends a signed GET /v3/certificates and returns the raw response (or
 -- nil, err).  Returns the changes, or nil and an error; on an error the
 -- store keeps what it had.
-function _M:download(fetch)
+function _M:fetch_and_install(fetch)
     local now = self.clock()
     self.last_attempt = now
     self.downloading = true
