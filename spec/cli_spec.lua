@@ -4,6 +4,7 @@ local core = require("wechatpay.core")
 local csv = require("wechatpay.cli.csv")
 local helper = require("helper")
 local output = require("wechatpay.cli.output")
+local secrets = require("support.secrets")
 
 local q = helper.shell_quote
 
@@ -35,8 +36,15 @@ local function run_tool(args, opts)
     local command = string.format("env -i %s lua5.4 bin/wechatpay-guide %s > %s 2> %s; echo $?",
         table.concat(env, " "), args, q(dir .. "/out"), q(dir .. "/err"))
     local status = tonumber((helper.run(command)))
-    return { status = status, stdout = helper.read(dir .. "/out"),
+    local result = { status = status, stdout = helper.read(dir .. "/out"),
         stderr = helper.read(dir .. "/err") }
+    -- Output shown on request is personal data by design; the rest must
+    -- hold none.
+    if not args:find("--show-personal-data", 1, true) then
+        secrets.capture(result.stdout)
+        secrets.capture(result.stderr)
+    end
+    return result
 end
 
 local function lines_of(text)

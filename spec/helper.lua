@@ -1,6 +1,10 @@
 -- Shared helpers for the specs: files, temporary folders, the openssl
 -- command line, the known-answer vectors and the sandbox.
 local core = require("wechatpay.core")
+local secrets = require("support.secrets")
+
+-- In a run that scans for leaked secrets, record them from here on.
+secrets.install()
 
 local helper = {}
 
@@ -153,6 +157,9 @@ function helper.start_sandbox(opts)
 
     local config = assert(core.json_decode(helper.read(config_path)))
     local handle = { config = config, base_url = config.base_url, dir = dir, pid = pid }
+    secrets.needle("apiv3_key", config.apiv3_key)
+    secrets.needle("private_key", helper.read(config.private_key_file):match(
+        "\n([A-Za-z0-9+/=]+)\r?\n"))
 
     function handle.control(method, path, body)
         return control(config, method, path, body)
@@ -160,6 +167,7 @@ function helper.start_sandbox(opts)
 
     function handle.stop()
         os.execute("kill " .. pid .. " 2>/dev/null")
+        secrets.capture(helper.read(dir .. "/sandbox.log"))
     end
 
     function handle.log()
