@@ -181,14 +181,22 @@ static int key_close(lua_State *L)
 }
 
 
-static int private_sign(lua_State *L)
+/* A core operation on a key and a string: sign, encrypt or decrypt. */
+typedef wxp_status (*key_operation)(const wxp_key *key, const char *data,
+                                    size_t len, wxp_buf *out, char *errbuf);
+
+/*
+ * Runs op on the key and the string at index 2; pushes the result or nil
+ * and a message.  A secret result is wiped once pushed.
+ */
+static int run_key_operation(lua_State *L, l_key *k, key_operation op,
+                             lwxp_box_kind kind)
 {
-  l_key *k = check_private(L, 1);
   size_t len;
-  const char *message = luaL_checklstring(L, 2, &len);
-  lwxp_box *box = lwxp_newbox(L, LWXP_BOX_BUF);
+  const char *data = luaL_checklstring(L, 2, &len);
+  lwxp_box *box = lwxp_newbox(L, kind);
   char errbuf[WXP_ERRBUF_SIZE] = "";
-  wxp_status rc = wxp_sign(k->key, message, len, &box->buf, errbuf);
+  wxp_status rc = op(k->key, data, len, &box->buf, errbuf);
 
   if (rc != WXP_OK)
     return push_failure(L, rc, errbuf);
@@ -196,18 +204,16 @@ static int private_sign(lua_State *L)
 }
 
 
+static int private_sign(lua_State *L)
+{
+  return run_key_operation(L, check_private(L, 1), wxp_sign, LWXP_BOX_BUF);
+}
+
+
 static int private_decrypt(lua_State *L)
 {
-  l_key *k = check_private(L, 1);
-  size_t len;
-  const char *cipher = luaL_checklstring(L, 2, &len);
-  lwxp_box *box = lwxp_newbox(L, LWXP_BOX_SECRET);
-  char errbuf[WXP_ERRBUF_SIZE] = "";
-  wxp_status rc = wxp_oaep_decrypt(k->key, cipher, len, &box->buf, errbuf);
-
-  if (rc != WXP_OK)
-    return push_failure(L, rc, errbuf);
-  return push_box(L, box);
+  return run_key_operation(L, check_private(L, 1), wxp_oaep_decrypt,
+                           LWXP_BOX_SECRET);
 }
 
 
@@ -254,16 +260,8 @@ static int public_verify(lua_State *L)
 
 static int public_encrypt(lua_State *L)
 {
-  l_key *k = check_public(L, 1);
-  size_t len;
-  const char *plain = luaL_checklstring(L, 2, &len);
-  lwxp_box *box = lwxp_newbox(L, LWXP_BOX_BUF);
-  char errbuf[WXP_ERRBUF_SIZE] = "";
-  wxp_status rc = wxp_oaep_encrypt(k->key, plain, len, &box->buf, errbuf);
-
-  if (rc != WXP_OK)
-    return push_failure(L, rc, errbuf);
-  return push_box(L, box);
+  return run_key_operation(L, check_public(L, 1), wxp_oaep_encrypt,
+                           LWXP_BOX_BUF);
 }
 
 
@@ -1192,6 +1190,11 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                       lua_CFunction closer, lua_CFunction tostring)
 {
   luaL_newmetatable(L, name);
+#if LUA_VERSION_NUM < 503
+  /* Lua 5.3 and later set __name; key_tostring reads it. */
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+#endif
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
   lua_pushcfunction(L, closer);
