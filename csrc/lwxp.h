@@ -10,10 +10,16 @@
 #include <lua.h>
 #include <lauxlib.h>
 
+/*
+ * Lua 5.1 API: LuaJIT 2.1 (OpenResty's branch) already has luaL_setfuncs
+ * and luaL_newlib, plain Lua 5.1 does not.
+ */
 #if LUA_VERSION_NUM < 502
-#define luaL_setfuncs(L, l, n) luaL_register(L, NULL, l)
 #define lua_rawlen(L, i) lua_objlen(L, i)
+#ifndef luaL_newlib
+#define luaL_setfuncs(L, l, n) luaL_register(L, NULL, l)
 #define luaL_newlib(L, l) (lua_newtable(L), luaL_register(L, NULL, l))
+#endif
 #endif
 
 /*

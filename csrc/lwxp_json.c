@@ -14,6 +14,11 @@
  * Decoding: integers that fit in 64 bits are exact Lua integers (see
  * wxp_json.c), null is the null sentinel, and arrays get array_mt, so
  * that [] and {} stay apart and decoded values encode back the same.
+ *
+ * Built for LuaJIT (Lua 5.1 API), where every number is a double, both
+ * directions reject a number beyond 2^53 - 1 in magnitude instead of
+ * rounding it: such a double may already stand for another integer
+ * (2^53 + 1 reads as 2^53).
  */
 #include "lwxp.h"
 
@@ -29,6 +34,9 @@
 #define MAX_DEPTH 64
 #define PATH_SIZE 160
 #define ARRAY_MT "wechatpay.json_array"
+
+/* 2^53 - 1: a double represents every integer up to this magnitude. */
+#define MAX_SAFE_INTEGER 9007199254740991.0
 
 static char null_tag;
 static char empty_array_tag;
@@ -149,6 +157,17 @@ static int encode_number(encoder *e, int index, cJSON *parent,
 
   if (isnan(f) || isinf(f))
     return encode_fail(e, "NaN and infinity have no JSON form");
+#if LUA_VERSION_NUM < 503
+  if (fabs(f) > MAX_SAFE_INTEGER) {
+    char number[40];
+    char what[160];
+
+    format_float(number, sizeof(number), (double)f);
+    snprintf(what, sizeof(what), "number %s is outside -(2^53 - 1) to "
+             "2^53 - 1, the integers a LuaJIT number holds exactly", number);
+    return encode_fail(e, what);
+  }
+#endif
   return attach(e, parent, key, number_item(e, index));
 }
 
@@ -409,9 +428,31 @@ static int l_json_encode(lua_State *L)
 typedef struct decoder {
   lua_State *L;
   wxp_json_numbers numbers;
+  char error[WXP_ERRBUF_SIZE];   /* set when decoding stops */
 } decoder;
 
-static void push_number(decoder *d, const cJSON *item)
+#if LUA_VERSION_NUM < 503
+/*
+ * Rejects an integer token that a double cannot hold exactly; returns 0
+ * and sets d->error, naming the token, its byte and its object key.
+ */
+static int reject_unsafe_integer(decoder *d, const cJSON *item,
+                                 const char *token, size_t len)
+{
+  snprintf(d->error, sizeof(d->error), "integer %.*s%s at byte %d%s%.60s"
+           "%s is outside -(2^53 - 1) to 2^53 - 1, the integers a LuaJIT "
+           "number holds exactly", (int)(len > 40 ? 40 : len), token,
+           len > 40 ? "..." : "",
+           (int)(token - d->numbers.text) + 1,
+           item->string ? " (key \"" : "", item->string ? item->string : "",
+           item->string ? "\")" : "");
+  return 0;
+}
+#endif
+
+
+/* Pushes a number; returns 0 (with d->error set) when it is rejected. */
+static int push_number(decoder *d, const cJSON *item)
 {
   const char *token;
   size_t len;
@@ -419,28 +460,45 @@ static void push_number(decoder *d, const cJSON *item)
   char *end;
   long long v;
 
+  /*
+   * Each search stops at len: strcspn would run on to the end of the
+   * text for every number, so decoding took time quadratic in its size.
+   */
   if (!wxp_json_next_number(&d->numbers, &token, &len)
-      || len >= sizeof(text) || strcspn(token, ".eE") < len) {
+      || memchr(token, '.', len) || memchr(token, 'e', len)
+      || memchr(token, 'E', len)) {
     lua_pushnumber(d->L, item->valuedouble);
-    return;
+    return 1;
+  }
+  if (len >= sizeof(text)) {
+#if LUA_VERSION_NUM < 503
+    return reject_unsafe_integer(d, item, token, len);
+#else
+    lua_pushnumber(d->L, item->valuedouble);
+    return 1;
+#endif
   }
   memcpy(text, token, len);
   text[len] = '\0';
   errno = 0;
   v = strtoll(text, &end, 10);
-  if (errno != 0 || *end != '\0') {
-    lua_pushnumber(d->L, item->valuedouble);
-    return;
-  }
 #if LUA_VERSION_NUM >= 503
-  lua_pushinteger(d->L, (lua_Integer)v);
+  if (errno != 0 || *end != '\0')
+    lua_pushnumber(d->L, item->valuedouble);
+  else
+    lua_pushinteger(d->L, (lua_Integer)v);
 #else
+  if (errno != 0 || *end != '\0' || v > (long long)MAX_SAFE_INTEGER
+      || v < -(long long)MAX_SAFE_INTEGER)
+    return reject_unsafe_integer(d, item, token, len);
   lua_pushnumber(d->L, (lua_Number)v);
 #endif
+  return 1;
 }
 
 
-static void push_value(decoder *d, const cJSON *item)
+/* Pushes a value; returns 0 (with d->error set) when it is rejected. */
+static int push_value(decoder *d, const cJSON *item)
 {
   lua_State *L = d->L;
   const cJSON *child;
@@ -452,7 +510,7 @@ static void push_value(decoder *d, const cJSON *item)
   } else if (cJSON_IsBool(item)) {
     lua_pushboolean(L, cJSON_IsTrue(item));
   } else if (cJSON_IsNumber(item)) {
-    push_number(d, item);
+    return push_number(d, item);
   } else if (cJSON_IsString(item)) {
     lua_pushstring(L, item->valuestring);
   } else if (cJSON_IsArray(item)) {
@@ -460,16 +518,19 @@ static void push_value(decoder *d, const cJSON *item)
     luaL_getmetatable(L, ARRAY_MT);
     lua_setmetatable(L, -2);
     cJSON_ArrayForEach(child, item) {
-      push_value(d, child);
+      if (!push_value(d, child))
+        return 0;
       lua_rawseti(L, -2, i++);
     }
   } else {
     lua_newtable(L);
     cJSON_ArrayForEach(child, item) {
-      push_value(d, child);
+      if (!push_value(d, child))
+        return 0;
       lua_setfield(L, -2, child->string);
     }
   }
+  return 1;
 }
 
 
@@ -497,7 +558,12 @@ static int l_json_decode(lua_State *L)
   d.numbers.text = text;
   d.numbers.len = len;
   d.numbers.pos = 0;
-  push_value(&d, tree->ptr);
+  d.error[0] = '\0';
+  if (!push_value(&d, tree->ptr)) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid JSON: %s", d.error);
+    return 2;
+  }
   return 1;
 }
 

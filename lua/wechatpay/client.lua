@@ -1,5 +1,6 @@
 -- The APIv3 client: configuration, and the path every call takes:
 -- encode, sign, send, verify, decode, and map errors.
+local compat = require("wechatpay.compat")
 local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 local keystore = require("wechatpay.keystore")
@@ -133,7 +134,7 @@ local function number_option(opts, name, default, min, max, integer)
     end
     local ok = type(value) == "number" and value >= min and value <= max
     if ok and integer then
-        value = math.tointeger(value)
+        value = compat.tointeger(value)
         ok = value ~= nil
     end
     if not ok then
@@ -304,9 +305,12 @@ local function custom_transport(fn)
     }
 end
 
-local function make_transport(opts)
+local function make_transport(opts, runtime)
     if opts.transport then
         return custom_transport(opts.transport)
+    end
+    if runtime and runtime.transport then
+        return runtime.transport(opts)
     end
     return require("wechatpay.transport.curl").new({
         timeout = opts.timeout,
@@ -320,7 +324,10 @@ end
 
 -- Builds a client from opts (see the README for each option).  Returns
 -- the client, or nil and a config error.  Raises when opts is not a table.
-function _M.new(opts)
+-- runtime is for resty.wechatpay: runtime.transport(settings) builds the
+-- default transport in place of libcurl's, from the checked timeout,
+-- connect_timeout, max_response_size, ca_file and proxy.
+function _M.new(opts, runtime)
     if type(opts) ~= "table" then
         error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 2)
     end
@@ -377,7 +384,7 @@ function _M.new(opts)
         ca_file = opts.ca_file,
         proxy = self.proxy,
         transport = opts.transport,
-    })
+    }, runtime)
     if not transport then
         return nil, terr
     end

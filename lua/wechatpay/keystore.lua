@@ -30,6 +30,7 @@ local WINDOW = 300
 -- Downloads start at most this often, whatever triggers them (a flood of
 -- unknown serials, a failing platform), except refresh() on request.
 local MIN_DOWNLOAD_INTERVAL = 60
+_M.MIN_DOWNLOAD_INTERVAL = MIN_DOWNLOAD_INTERVAL
 
 -- The default refresh interval: the platform advises polling more often
 -- than every 12 hours, and publishes a new certificate days ahead of use.
@@ -247,6 +248,10 @@ function _M:download_once(fetch, force)
         if self.downloading then
             return nil, errors.new("network", format("waited %g s for a certificate "
                 .. "download that another coroutine runs", waited), { reason = "timeout" })
+        end
+        -- That download may have found a merchant without certificates.
+        if self.unavailable then
+            return nil, self.unavailable
         end
         return {}
     end

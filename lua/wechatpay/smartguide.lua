@@ -1,5 +1,6 @@
 -- The "Pay as a Service" (支付即服务) staff calls under /v3/smartguide:
 -- register, assign, query and update service staff ("guides").
+local compat = require("wechatpay.compat")
 local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 local validate = require("wechatpay.validate")
@@ -7,7 +8,7 @@ local validate = require("wechatpay.validate")
 local error = error
 local getmetatable = getmetatable
 local ipairs = ipairs
-local math_type = math.type
+local math_type = compat.math_type
 local next = next
 local pairs = pairs
 local setmetatable = setmetatable

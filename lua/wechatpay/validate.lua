@@ -1,12 +1,13 @@
 -- Checks of values before they are sent, so that what the platform would
 -- refuse fails here with an input error that names the field.  Each check
 -- returns the value to send, or nil and an error.
+local compat = require("wechatpay.compat")
 local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 
-local math_type = math.type
+local math_type = compat.math_type
 local pairs = pairs
-local tointeger = math.tointeger
+local tointeger = compat.tointeger
 local tostring = tostring
 local type = type
 local format = string.format
@@ -43,10 +44,15 @@ end
 
 -- Checks an integer field in min..max; a float with an integral value
 -- (1234.0) is accepted as that integer.  Strings are refused because the
--- platform refuses a JSON string where it expects an integer.
+-- platform refuses a JSON string where it expects an integer.  On LuaJIT
+-- an integer must be within 2^53 - 1 (see compat.lua).
 function _M.integer(field, value, min, max)
     local n = type(value) == "number" and tointeger(value) or nil
     if math_type(n) ~= "integer" then
+        if compat.luajit and type(value) == "number" and value % 1 == 0 then
+            return input(field, format("must be an integer from -(2^53 - 1) to 2^53 - 1 "
+                .. "(LuaJIT numbers are doubles), got %s", tostring(value)))
+        end
         if type(value) == "number" then
             return input(field, "must be an integer, got " .. tostring(value))
         end
