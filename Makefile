@@ -30,7 +30,7 @@ MODULE = $(BUILD)/wechatpay/core.so
 
 LUA_MODULES = $(shell find lua -name '*.lua')
 
-.PHONY: all help deps demo test check asan install clean
+.PHONY: all help deps demo test check asan luajit install clean
 
 all: $(MODULE)
 
@@ -40,7 +40,10 @@ help:
 	@echo "make test     run the whole test suite"
 	@echo "make check    static checks (line width, banned calls)"
 	@echo "make asan     build with AddressSanitizer and UBSan in build-asan/"
+	@echo "make luajit   build the module for LuaJIT (OpenResty) in build-luajit/"
 	@echo "make install  install the modules under PREFIX=$(PREFIX)"
+	@echo "make fuzz     build the libFuzzer targets of the C core in build-fuzz/"
+	@echo "make fuzz-run run each fuzz target FUZZ_SECONDS=$(FUZZ_SECONDS) seconds"
 
 # Installs the Debian packages the build, demo and tests need, if missing.
 deps:
@@ -56,6 +59,11 @@ test: deps
 
 check:
 	@tools/checksrc
+
+# Runs every benchmark and writes bench/RESULTS.md (see bench/README.md).
+.PHONY: bench
+bench:
+	@sh bench/run.sh $(BENCH_ARGS)
 
 $(BUILD)/obj/%.o: csrc/%.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -73,6 +81,13 @@ asan:
 		-fno-sanitize-recover=undefined" \
 		LDFLAGS="-fsanitize=address,undefined" all
 
+# The same module for LuaJIT 2.1, which OpenResty and Debian's
+# libnginx-mod-http-lua embed: the Lua 5.1 API from LuaJIT's headers.  It
+# is not linked with libluajit; nginx provides those symbols.
+luajit:
+	@$(MAKE) --no-print-directory BUILD=build-luajit \
+		LUA_CFLAGS="$$($(PKG_CONFIG) --cflags luajit)" all
+
 install: $(MODULE)
 	install -d $(DESTDIR)$(LUA_LIBDIR)/wechatpay
 	install -m 755 $(MODULE) $(DESTDIR)$(LUA_LIBDIR)/wechatpay/core.so
@@ -85,4 +100,6 @@ install: $(MODULE)
 	install -m 755 bin/wechatpay-sandbox bin/wechatpay-guide $(DESTDIR)$(PREFIX)/bin/
 
 clean:
-	rm -rf $(BUILD) build-asan
+	rm -rf $(BUILD) build-asan build-luajit build-fuzz
+
+include fuzz/fuzz.mk

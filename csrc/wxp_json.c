@@ -40,9 +40,21 @@ static size_t find_escaped_nul(const char *s, size_t len)
 cJSON *wxp_json_parse(const char *text, size_t len, size_t *error_offset)
 {
   const char *end = NULL;
-  cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+  const char *nul = memchr(text, '\0', len);
+  cJSON *root;
   size_t at;
 
+  /*
+   * Valid JSON contains no NUL byte.  cJSON takes one for whitespace
+   * between tokens and keeps one inside a string, which its
+   * NUL-terminated copy then cuts short without a word.
+   */
+  if (nul) {
+    *error_offset = (size_t)(nul - text);
+    return NULL;
+  }
+
+  root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
   if (!root) {
     *error_offset = end && end >= text ? (size_t)(end - text) : 0;
     return NULL;

@@ -17,6 +17,10 @@
 /* APIv3 keys are RSA-2048; smaller keys are refused as a mistake. */
 #define MIN_RSA_BITS 2048
 
+/* A key or certificate is a few kilobytes; larger text is a mistake, and
+ * OpenSSL's memory BIO takes an int length. */
+#define MAX_PEM_SIZE (1024 * 1024)
+
 /* A serial is at most 20 bytes (RFC 5280, 4.1.2.2); allow some slack. */
 #define MAX_SERIAL_BYTES 64
 
@@ -68,6 +72,16 @@ static int next_pem_block(const char *text, size_t len, pem_block *block)
     return 1;
   }
   return 0;
+}
+
+
+/* Rejects text too large to be a key or certificate. */
+static wxp_status check_pem_size(size_t len, char *errbuf)
+{
+  if (len <= MAX_PEM_SIZE)
+    return WXP_OK;
+  return wxp_fail(errbuf, WXP_EKEY, "PEM text of %zu bytes is too large; a "
+                  "key or certificate is a few kilobytes", len);
 }
 
 
@@ -180,6 +194,8 @@ wxp_status wxp_key_load_private(const char *pem, size_t len, wxp_key **out,
   EVP_PKEY *pkey;
 
   *out = NULL;
+  if (check_pem_size(len, errbuf) != WXP_OK)
+    return WXP_EKEY;
   if (!find_pem_block(pem, len, private_labels, &block, first,
                       sizeof(first))) {
     if (first[0] == '\0')
@@ -263,6 +279,8 @@ wxp_status wxp_key_load_public(const char *pem, size_t len, wxp_key **out,
   EVP_PKEY *pkey;
 
   *out = NULL;
+  if (check_pem_size(len, errbuf) != WXP_OK)
+    return WXP_EKEY;
   if (!find_pem_block(pem, len, public_labels, &block, first,
                       sizeof(first))) {
     if (first[0] == '\0')
@@ -419,6 +437,8 @@ wxp_status wxp_cert_load(const char *pem, size_t len, wxp_cert **out,
   wxp_status rc;
 
   *out = NULL;
+  if (check_pem_size(len, errbuf) != WXP_OK)
+    return WXP_EKEY;
   if (!find_pem_block(pem, len, labels, &block, first, sizeof(first))) {
     if (first[0] == '\0')
       return wxp_fail(errbuf, WXP_EKEY,

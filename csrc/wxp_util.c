@@ -250,12 +250,17 @@ static int b64_value(unsigned char c)
 }
 
 
+/*
+ * On failure out is left as it was: every character is checked before
+ * anything is written, because callers such as wxp_verify do not free
+ * the buffer when decoding fails.
+ */
 wxp_status wxp_base64_decode(const char *text, size_t len, wxp_buf *out,
                              char *errbuf)
 {
   size_t i;
   size_t pad = 0;
-  unsigned char group[3];
+  unsigned char *group;
   int v[4];
   int k;
   wxp_status rc;
@@ -267,26 +272,28 @@ wxp_status wxp_base64_decode(const char *text, size_t len, wxp_buf *out,
     pad++;
   if (len >= 2 && text[len - 2] == '=')
     pad++;
+  for (i = 0; i < len - pad; i++) {
+    if (b64_value((unsigned char)text[i]) < 0)
+      return wxp_fail(errbuf, WXP_EINVAL,
+                      "invalid base64: unexpected character at offset %zu",
+                      i);
+  }
 
+  rc = wxp_buf_reserve(out, len / 4 * 3);
+  if (rc != WXP_OK)
+    return rc;
   for (i = 0; i < len; i += 4) {
     for (k = 0; k < 4; k++) {
       int is_pad = i + (size_t)k >= len - pad;
       v[k] = is_pad ? 0 : b64_value((unsigned char)text[i + (size_t)k]);
-      if (v[k] < 0)
-        return wxp_fail(errbuf, WXP_EINVAL,
-                        "invalid base64: unexpected character at offset %zu",
-                        i + (size_t)k);
     }
+    group = (unsigned char *)out->data + out->len;
     group[0] = (unsigned char)(v[0] << 2 | v[1] >> 4);
     group[1] = (unsigned char)((v[1] & 15) << 4 | v[2] >> 2);
     group[2] = (unsigned char)((v[2] & 3) << 6 | v[3]);
-    rc = wxp_buf_append(out, group, i + 4 == len ? 3 - pad : 3);
-    if (rc != WXP_OK)
-      return rc;
+    out->len += i + 4 == len ? 3 - pad : 3;
   }
-
-  if (len == 0)
-    return wxp_buf_append(out, "", 0);
+  out->data[out->len] = '\0';
   return WXP_OK;
 }
 

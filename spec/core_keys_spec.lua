@@ -103,6 +103,16 @@ describe("wechatpay.core keys", function()
         return assert(key:sign("message to sign\n"))
     end
 
+    it("rejects PEM text over 1 MiB", function()
+        local huge = ("A"):rep(1024 * 1024 + 1)
+        for _, load in ipairs({ core.load_private_key, core.load_public_key,
+            core.load_certificate }) do
+            local value, message = load(huge)
+            assert.is_nil(value)
+            assert.matches("too large", message)
+        end
+    end)
+
     describe("load_private_key", function()
         it("loads PKCS#8 PEM", function()
             assert.truthy(pkcs8_pem:find("-----BEGIN PRIVATE KEY-----", 1, true))

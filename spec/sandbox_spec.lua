@@ -879,6 +879,67 @@ describe("wechatpay sandbox", function()
                 assert.equal("reset", code)
             end)
 
+            it("reset_before_request closes unread", function()
+                arm({ fault = "reset_before_request" })
+                local http = assert(core.new_http({ timeout = 5 }))
+                local res, code = request(env, "GET", target, nil, { http = http })
+                assert.is_nil(res)
+                assert.equal("reset", code)
+                assert.same({}, env.sandbox.control("GET", "/sandbox/faults"))
+                assert.equal(200, request(env, "GET", target, nil, { http = http }).status)
+            end)
+
+            it("reset_before_request closes before any byte", function()
+                arm({ fault = "reset_before_request", count = 2 })
+                for _ = 1, 2 do
+                    local started = cqueues.monotime()
+                    -- Without the fault the server would wait for a request.
+                    assert.equal("", raw_exchange(env.port, "", 3))
+                    assert.is_true(cqueues.monotime() - started < 2)
+                end
+                local answer = raw_exchange(env.port, "GET /sandbox/health HTTP/1.1\r\n"
+                    .. "Host: localhost\r\nConnection: close\r\n\r\n")
+                assert.matches("^HTTP/1%.1 200", answer)
+            end)
+
+            it("reset_before_request takes no path or method", function()
+                for _, spec in ipairs({
+                    { fault = "reset_before_request", path = "/v3/certificates" },
+                    { fault = "reset_before_request", method = "GET" },
+                }) do
+                    local res = control(env, "POST", "/sandbox/faults", spec)
+                    assert.equal(400, res.status, res.body)
+                end
+                assert.same({}, env.sandbox.control("GET", "/sandbox/faults"))
+            end)
+
+            it("status 429 sends Retry-After only when set", function()
+                arm({ fault = "status", status = 429, retry_after = 3 })
+                local res = assert(request(env, "GET", target))
+                assert.equal(429, res.status)
+                assert.equal("RATELIMIT_EXCEEDED", decode(res).code)
+                assert.equal("3", res.headers["retry-after"])
+                assert.is_true(verify(res, platform_key))
+
+                arm({ fault = "status", status = 429 })
+                res = assert(request(env, "GET", target))
+                assert.equal(429, res.status)
+                assert.equal("RATELIMIT_EXCEEDED", decode(res).code)
+                assert.is_nil(res.headers["retry-after"])
+                assert.is_true(verify(res, platform_key))
+            end)
+
+            it("status fails the certificate download", function()
+                arm({ fault = "status", status = 503, path = "/v3/certificates" })
+                assert.equal(200, request(env, "GET", target).status)
+                local res = assert(request(env, "GET", "/v3/certificates"))
+                assert.equal(503, res.status)
+                assert.equal("SERVICE_UNAVAILABLE", decode(res).code)
+                assert.is_nil(decode(res).data)
+                assert.is_true(verify(res, platform_key))
+                assert.equal(200, request(env, "GET", "/v3/certificates").status)
+            end)
+
             it("truncate sends less than Content-Length", function()
                 arm({ fault = "truncate" })
                 local res, code = request(env, "GET", target)

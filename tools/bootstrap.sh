@@ -6,7 +6,8 @@ set -eu
 PACKAGES="gcc make pkg-config openssl lua5.4 liblua5.4-dev libssl-dev
 libcurl4-openssl-dev libcjson-dev lua-busted lua-cqueues luarocks valgrind
 python3-cryptography lua-luaossl lua-argparse lua-dkjson lua-filesystem
-lua-term"
+lua-term clang libclang-rt-14-dev nginx libnginx-mod-http-lua lua-resty-core
+libluajit2-5.1-dev"
 
 missing=""
 for pkg in $PACKAGES; do
@@ -33,3 +34,18 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+
+# Debian's nginx package starts a server on port 80 of every address as it
+# installs.  The OpenResty spec starts its own nginx on loopback only, so
+# stop that service and keep it from starting at boot.
+case " $missing " in
+    *" nginx "*)
+        if [ -d /run/systemd/system ]; then
+            $SUDO systemctl stop nginx || true
+            $SUDO systemctl disable nginx || true
+        else
+            $SUDO service nginx stop >/dev/null 2>&1 || true
+            $SUDO update-rc.d nginx disable >/dev/null 2>&1 || true
+        fi
+        ;;
+esac

@@ -141,6 +141,9 @@ function _M.new(opts)
         log_error = function(message)
             self:log_error(message)
         end,
+        on_accept = function(peer)
+            return self:accept_connection(peer)
+        end,
     })
     return self
 end
@@ -178,6 +181,20 @@ function _M:log_request(request, response)
     self.log(string.format("%s %s %s %s %.1f ms", os.date("!%Y-%m-%dT%H:%M:%SZ"),
         util.printable(request.method), path, outcome,
         (monotime() - request.received_at) * 1000))
+end
+
+-- Applies an armed connection fault to a new connection from peer.
+-- Returns "reset" when the connection must close unread.
+function _M:accept_connection(peer)
+    local fault = self.faults:take_connection()
+    if not fault then
+        return nil
+    end
+    if not self.options.quiet then
+        self.log(string.format("%s connection from %s closed unread (fault %s)",
+            os.date("!%Y-%m-%dT%H:%M:%SZ"), peer, fault.name))
+    end
+    return "reset"
 end
 
 -- Routes a request: /v3/ to the platform, /sandbox/ to the control API.

@@ -1,8 +1,12 @@
 -- Faults that the control API arms for the next matching /v3/
--- requests: error statuses, broken signatures, missing headers, slow,
--- hung, reset or truncated connections, and bad bodies.
+-- requests, or for the next new connections: error statuses, broken
+-- signatures, missing headers, slow, hung, reset or truncated
+-- connections, and bad bodies.
 --
--- Each kind has a stage at which platform.handle() applies it:
+-- Each kind has a stage at which it applies.  A connection fault applies
+-- when the http_server has just accepted a connection (see take_connection):
+--   connection  before anything is read, so method and path are unknown.
+-- platform.handle() applies the other stages to a /v3/ request:
 --   request  before any check; the request is not processed further
 --            when the fault replaces the response (status, reset, hang);
 --   body     after the handler; replaces status and body;
@@ -144,6 +148,25 @@ KINDS.reset = {
     end,
 }
 
+-- Closes a newly accepted connection before reading anything, so the
+-- client sees its connection closed or reset with no response.  It hits
+-- the next new connection whatever it is for (the control API too); a
+-- kept-alive connection is not hit.  Under --tls the handshake fails.
+-- NOTE: the close sends a FIN, not an RST, because cqueues cannot set
+-- SO_LINGER; the peer gets an RST only once its request reaches the
+-- closed socket.  libcurl reports both as a reset (CURLE_GOT_NOTHING or
+-- CURLE_RECV_ERROR).
+KINDS.reset_before_request = {
+    stage = "connection",
+    prepare = function(fault)
+        if fault.method or fault.path then
+            return nil, "reset_before_request takes no method or path: the"
+                .. " connection closes before the request is read"
+        end
+        return true
+    end,
+}
+
 KINDS.oversize = {
     stage = "body",
     prepare = function(fault, spec)
@@ -277,7 +300,7 @@ KINDS.truncate = {
 
 _M.KINDS = KINDS
 
-local STAGE_ORDER = { request = 1, body = 2, signing = 3, headers = 4 }
+local STAGE_ORDER = { connection = 0, request = 1, body = 2, signing = 3, headers = 4 }
 
 function _M.new()
     return setmetatable({ armed = {}, next_id = 1 }, mt)
@@ -356,6 +379,9 @@ end
 -- A path matches when it starts with the fault's path or when the
 -- fault's path, read as a Lua pattern, matches somewhere in it.
 local function matches(fault, method, path)
+    if fault.kind.stage == "connection" then
+        return false
+    end
     if fault.method and fault.method ~= method then
         return false
     end
@@ -388,6 +414,21 @@ function _M:take(method, path)
         return STAGE_ORDER[a.kind.stage] < STAGE_ORDER[b.kind.stage]
     end)
     return hits
+end
+
+-- Takes one use of the first armed connection fault, for a connection
+-- just accepted, and disarms it at zero.  Returns the fault or nil.
+function _M:take_connection()
+    for i, fault in ipairs(self.armed) do
+        if fault.kind.stage == "connection" then
+            fault.remaining = fault.remaining - 1
+            if fault.remaining == 0 then
+                table.remove(self.armed, i)
+            end
+            return fault
+        end
+    end
+    return nil
 end
 
 return _M

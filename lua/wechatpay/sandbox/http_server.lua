@@ -55,9 +55,10 @@ local function describe_error(err)
 end
 
 -- Creates a server.  opts: host, port, tls_context (a luaossl SSL
--- context, or nil for plain http), handler(request) -> response, and
--- log_error(message).  See read_request for the request fields and
--- send_response for the response fields.
+-- context, or nil for plain http), handler(request) -> response,
+-- log_error(message) and on_accept(peer), which may return "reset" to
+-- close a new connection before reading from it.  See read_request for
+-- the request fields and send_response for the response fields.
 function _M.new(opts)
     local self = setmetatable({
         host = opts.host,
@@ -65,6 +66,7 @@ function _M.new(opts)
         tls_context = opts.tls_context,
         handler = opts.handler,
         log_error = opts.log_error or function() end,
+        on_accept = opts.on_accept,
         connections = 0,
     }, mt)
     return self
@@ -344,6 +346,9 @@ function _M:serve_connection(con)
     con:onerror(return_error)
     con:setmode("b", "bn")
     local peer = peer_name(con)
+    if self.on_accept and self.on_accept(peer) == "reset" then
+        return
+    end
     if self.tls_context then
         local ok, err = con:starttls(self.tls_context, HANDSHAKE_TIMEOUT)
         if not ok then
