@@ -21,19 +21,19 @@ done
 # Key formats the loaders must accept or reject with a clear message.
 openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:2048 \
     -out "$work/rsa.pem"
-openssl pkey -in "$work/rsa.pem" -traditional -out "$keys/pkcs1-private-key.pem"
-openssl pkey -in "$work/rsa.pem" -pubout -out "$keys/spki-public-key.pem"
+openssl pkey -in "$work/rsa.pem" -traditional -out "$keys/test-pkcs1-private-key.pem"
+openssl pkey -in "$work/rsa.pem" -pubout -out "$keys/test-spki-public-key.pem"
 openssl rsa -in "$work/rsa.pem" -RSAPublicKey_out \
-    -out "$keys/pkcs1-public-key.pem" 2>/dev/null
+    -out "$keys/test-pkcs1-public-key.pem" 2>/dev/null
 openssl pkcs8 -topk8 -in "$work/rsa.pem" -v2 aes-256-cbc \
-    -passout pass:fuzz -out "$keys/encrypted-pkcs8.pem"
+    -passout pass:fuzz -out "$keys/test-encrypted-pkcs8.pem"
 openssl rsa -in "$work/rsa.pem" -aes256 -traditional -passout pass:fuzz \
-    -out "$keys/encrypted-proc-type.pem" 2>/dev/null
-sed 's/$/\r/' "$work/rsa.pem" > "$keys/pkcs8-private-key-crlf.pem"
-head -c 900 "$work/rsa.pem" > "$keys/pkcs8-private-key-truncated.pem"
+    -out "$keys/test-encrypted-proc-type.pem" 2>/dev/null
+sed 's/$/\r/' "$work/rsa.pem" > "$keys/test-pkcs8-private-key-crlf.pem"
+head -c 900 "$work/rsa.pem" > "$keys/test-pkcs8-private-key-truncated.pem"
 openssl genpkey -quiet -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
-    -out "$keys/ec-private-key.pem"
+    -out "$keys/test-ec-private-key.pem"
 openssl genpkey -quiet -algorithm RSA -pkeyopt rsa_keygen_bits:1024 \
-    -out "$keys/rsa-1024-private-key.pem"
+    -out "$keys/test-rsa-1024-private-key.pem"
 chmod 644 "$keys"/*.pem
 echo "make-seeds: wrote the generated seeds under $corpus/"

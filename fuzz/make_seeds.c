@@ -259,17 +259,17 @@ static void key_load_seeds(const wxp_buf *pem)
   wxp_buf crlf = { 0 };
   wxp_buf both = { 0 };
 
-  write_seed("key_load", "pkcs8-private-key.pem", fuzz_test_key_pem,
+  write_seed("key_load", "test-pkcs8-private-key.pem", fuzz_test_key_pem,
              strlen(fuzz_test_key_pem));
-  write_seed("key_load", "certificate.pem", pem->data, pem->len);
+  write_seed("key_load", "test-certificate.pem", pem->data, pem->len);
   to_crlf(pem, &crlf);
-  write_seed("key_load", "certificate-crlf.pem", crlf.data, crlf.len);
-  write_seed("key_load", "certificate-truncated.pem", pem->data,
+  write_seed("key_load", "test-certificate-crlf.pem", crlf.data, crlf.len);
+  write_seed("key_load", "test-certificate-truncated.pem", pem->data,
              pem->len * 2 / 3);
   append(&both, "Bag Attributes\n    friendlyName: fuzz\n");
   append(&both, fuzz_test_key_pem);
   append(&both, pem->data);
-  write_seed("key_load", "key-and-certificate.pem", both.data, both.len);
+  write_seed("key_load", "test-key-and-certificate.pem", both.data, both.len);
   wxp_buf_free(&crlf);
   wxp_buf_free(&both);
 }
