@@ -118,6 +118,27 @@ describe("retries", function()
         client:close()
     end)
 
+    it("retries a query whose connection closed unread", function()
+        local client = new_client()
+        -- A new connection: the next one the client opens is closed unread.
+        sandbox.control("POST", "/sandbox/faults", { fault = "reset_before_request" })
+        local page, err = client:query_guides({ store_id = 1234 })
+        assert.is_nil(err)
+        assert.truthy(page)
+        client:close()
+    end)
+
+    it("does not retry a registration whose connection closed unread", function()
+        local client = new_client()
+        sandbox.control("POST", "/sandbox/faults", { fault = "reset_before_request" })
+        local guide, err = client:register_guide(guide_fields("retry6"))
+        assert.is_nil(guide)
+        assert.equals("network", err.kind)
+        assert.equals(1, err.attempts)
+        assert.equals(0, #logged("/v3/smartguide/guides"))
+        client:close()
+    end)
+
     it("does not retry a registration after 500", function()
         local client = new_client()
         fault({ fault = "status", status = 500, method = "POST",
