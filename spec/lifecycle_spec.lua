@@ -268,6 +268,29 @@ describe("certificate lifecycle", function()
         assert.equals("verify", err.kind)
     end)
 
+    it("names a failed download as the cause", function()
+        platform.aead = assert(core.new_aead_key(("z"):rep(32)))
+        local client = new_client(platform)
+        local ok, err = client:guide("LLA1"):assign("O1")
+        assert.is_nil(ok)
+        assert.equals("verify", err.kind)
+        assert.equals("decrypt", err.cause.kind)
+        assert.matches("APIv3 key", err.message)
+    end)
+
+    it("starts one download for forged serials before any success", function()
+        platform.certificate_status = 500
+        local client = new_client(platform)
+        local forged = new_certificate("0FFE", START - DAY, START + DAY)
+        platform.on_call = function()
+            return platform.sign(204, "", forged)
+        end
+        for i = 1, 10 do
+            assert.is_nil(client:guide("LLA1"):assign("F" .. i))
+        end
+        assert.equals(1, platform.downloads)
+    end)
+
     it("compares serials exactly", function()
         local client = new_client(platform)
         assert(client:guide("LLA1"):assign("O1"))
@@ -348,6 +371,26 @@ describe("certificate lifecycle", function()
             platform.signer = b
             assert.is_true(client:guide("LLA1"):assign("O2"))
             assert.same({ "0AAA", "0BBB" }, serials(client))
+        end)
+
+        it("recovers from a missed rotation on request", function()
+            local client = new_client(platform)
+            assert(client:guide("LLA1"):assign("O1"))
+            -- The platform switches to b before this client ever saw it.
+            platform.now = platform.now + 120
+            platform.listed = { a, b }
+            platform.signer = b
+            local ok, err = client:guide("LLA1"):assign("O2")
+            assert.is_nil(ok)
+            assert.equals("verify", err.kind)
+            assert.equals("verify", err.cause.kind)
+            assert.matches("accept_new_signer", err.message)
+            local changes, rerr = client:refresh_certificates()
+            assert.is_nil(changes)
+            assert.matches("accept_new_signer", rerr.message)
+            changes = assert(client:refresh_certificates({ accept_new_signer = true }))
+            assert.same({ "0BBB" }, changes.added)
+            assert.is_true(client:guide("LLA1"):assign("O3"))
         end)
 
         it("bootstraps again once every certificate has expired", function()
@@ -439,6 +482,34 @@ describe("certificate lifecycle", function()
     end)
 
     describe("coroutines", function()
+        it("stop waiting for a download at the call's deadline", function()
+            platform.on_download = function()
+                while true do
+                    coroutine.yield()
+                end
+            end
+            local client = new_client(platform, {
+                sleep = function() coroutine.yield() end, deadline = 0.5,
+            })
+            local downloader = coroutine.create(function()
+                client:guide("LLA1"):update({ name = "a" })
+            end)
+            assert(coroutine.resume(downloader))
+            local result
+            local waiter = coroutine.create(function()
+                result = { client:guide("LLA1"):update({ name = "b" }) }
+            end)
+            for _ = 1, 1000 do
+                if coroutine.status(waiter) == "dead" then
+                    break
+                end
+                assert(coroutine.resume(waiter))
+            end
+            assert.equals("dead", coroutine.status(waiter))
+            assert.is_nil(result[1])
+            assert.equals("timeout", result[2].reason)
+        end)
+
         it("share one download, the others wait for it", function()
             local scheduled = {}
             local function sleep()

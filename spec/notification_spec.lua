@@ -152,6 +152,14 @@ describe("parse_notification", function()
         end)
     end
 
+    it("refuses one header name in two cases as repeated", function()
+        local headers, body = callback()
+        headers["wechatpay-signature"] = headers["Wechatpay-Signature"]
+        local err = fails("verify", "verify", headers, body)
+        assert.equals("missing", err.reason)
+        assert.is_nil(err.status)
+    end)
+
     it("refuses a repeated header as missing", function()
         local headers, body = callback()
         headers["Wechatpay-Signature"] = { headers["Wechatpay-Signature"], "x" }

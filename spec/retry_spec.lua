@@ -139,6 +139,23 @@ describe("retries", function()
         client:close()
     end)
 
+    it("retries a registration after 429, which was not processed", function()
+        local client = new_client()
+        fault({ fault = "status", status = 429, method = "POST",
+            path = "/v3/smartguide/guides" })
+        local guide, err = client:register_guide(guide_fields("retry429"))
+        assert.is_nil(err)
+        assert.truthy(guide)
+        local count = 0
+        for _, stored in ipairs(sandbox.control("GET", "/sandbox/guides")) do
+            if stored.userid == "retry429" then
+                count = count + 1
+            end
+        end
+        assert.equals(1, count)
+        client:close()
+    end)
+
     it("does not retry a registration after 500", function()
         local client = new_client()
         fault({ fault = "status", status = 500, method = "POST",

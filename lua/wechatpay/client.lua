@@ -44,8 +44,17 @@ local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = tr
 
 local config_error = errors.config
 
--- Reads a key or certificate file.  Messages never repeat what was
--- passed when it is not a plain path: it may be the key itself.
+-- Names a path in a message only when it is plainly a path: short, with
+-- a '/' or '.', and no space or control character.  Anything else may be
+-- a key given where its file belongs, and is never repeated.
+local function describe_path(path)
+    if #path <= 200 and path:find("[/.]") and not path:find("[%s%c]") then
+        return path
+    end
+    return format("the path given (%d bytes)", #path)
+end
+
+-- Reads a key or certificate file.
 local function read_file(field, path)
     if type(path) ~= "string" then
         return config_error(field, "must be a file path, got " .. type(path))
@@ -54,16 +63,19 @@ local function read_file(field, path)
         return config_error(field, "must be a file path; this looks like PEM text, "
             .. "which goes in the option without _file")
     end
+    local name = describe_path(path)
     local f, err = io.open(path, "rb")
     if not f then
         -- io.open's message starts with the path; keep only the reason.
         local reason = err:sub(1, #path + 2) == path .. ": " and err:sub(#path + 3) or err
-        return config_error(field, format("cannot read %s: %s", path, reason))
+        local hint = name == path and "" or "; if that is a key, give it in the option "
+            .. "without _file"
+        return config_error(field, format("cannot read %s: %s%s", name, reason, hint))
     end
     local data = f:read("a")
     f:close()
     if data == nil then
-        return config_error(field, format("cannot read %s: not a regular file", path))
+        return config_error(field, format("cannot read %s: not a regular file", name))
     end
     return data
 end
@@ -112,9 +124,12 @@ local function base_url_option(value, name)
     end
     local url = value:gsub("/+$", "")
     local scheme, host = url:match("^(https?)://([^/?#@%s%c]+)$")
-    if not scheme then
-        return config_error(name, "must look like https://host[:port], got "
-            .. format("%q", value:sub(1, 100)))
+    local port = host and (host:match("^%[.*%]:(.*)$") or host:match("^[^%[:]*:(.*)$"))
+    if not scheme or (port and not port:match("^%d+$")) then
+        -- A value without "://" may be anything, a key among them: not shown.
+        local shown = value:find("://", 1, true) and format(", got %q", value:sub(1, 100))
+            or ""
+        return config_error(name, "must look like https://host[:port]" .. shown)
     end
     local hostname = host:match("^%[(.*)%]") or host:match("^[^:]+")
     local loopback = hostname == "localhost" or hostname == "::1"
@@ -272,7 +287,10 @@ end
 local function check_options(opts)
     for key in pairs(opts) do
         if not OPTIONS[key] then
-            return config_error(tostring(key), "unknown option")
+            -- An option name is shown only when it looks like one.
+            local name = type(key) == "string" and #key <= 40 and key:match("^[%a_][%w_]*$")
+            return config_error(name or "option", name and "unknown option"
+                or "an unknown option whose name is not shown")
         end
     end
     if opts.clock ~= nil and type(opts.clock) ~= "function" then
@@ -373,8 +391,11 @@ function _M.new(opts, runtime)
         self[step[1]] = value
     end
     self.connect_timeout = math.min(self.connect_timeout, self.timeout)
-    if opts.ca_file ~= nil and type(opts.ca_file) ~= "string" then
-        return config_error("ca_file", "must be a file path")
+    if opts.ca_file ~= nil then
+        local _, ca_err = read_file("ca_file", opts.ca_file)
+        if ca_err then
+            return nil, ca_err
+        end
     end
 
     local transport, terr = make_transport({
@@ -620,15 +641,27 @@ function _M:_fetch_certificates(deadline)
         deadline or self:_deadline())
 end
 
+-- Returns what the key store calls to download certificates: callable,
+-- and carrying the call's deadline, so that a wait for another
+-- coroutine's download ends with the call.
 local function fetcher(self, deadline)
-    return function()
-        return self:_fetch_certificates(deadline)
-    end
+    return setmetatable({ deadline = deadline }, {
+        __call = function()
+            return self:_fetch_certificates(deadline)
+        end,
+    })
 end
 _M._fetcher = fetcher
 
+local function closed_error()
+    return nil, errors.new("config", "the client is closed")
+end
+
 -- Returns the serial and key that encrypt sensitive fields now.
 function _M:_encryption_key(deadline)
+    if not self.transport then
+        return closed_error()
+    end
     return self.keys:encryption_key(fetcher(self, deadline or self:_deadline()))
 end
 
@@ -803,12 +836,19 @@ end
 
 -- Downloads the platform certificates now.  Returns { added, removed,
 -- kept } (lists of serials), or nil and an error; on an error the client
--- keeps the certificates it had.
-function _M:refresh_certificates()
-    if not self.transport then
-        return nil, errors.new("config", "the client is closed")
+-- keeps the certificates it had.  opts.accept_new_signer trusts a list
+-- signed by a certificate it carries, as a first download: for a client
+-- that missed a rotation.
+function _M:refresh_certificates(opts)
+    if opts ~= nil and type(opts) ~= "table" then
+        error("bad argument #1 to 'refresh_certificates' (table expected, got "
+            .. type(opts) .. ")", 2)
     end
-    return self.keys:refresh(fetcher(self, self:_deadline()))
+    if not self.transport then
+        return closed_error()
+    end
+    return self.keys:refresh(fetcher(self, self:_deadline()),
+        opts and opts.accept_new_signer == true)
 end
 
 return _M

@@ -12,6 +12,7 @@ local errors = require("wechatpay.errors")
 
 local error = error
 local huge = math.huge
+local min = math.min
 local tostring = tostring
 local ipairs = ipairs
 local pairs = pairs
@@ -36,8 +37,8 @@ _M.MIN_DOWNLOAD_INTERVAL = MIN_DOWNLOAD_INTERVAL
 -- than every 12 hours, and publishes a new certificate days ahead of use.
 _M.DEFAULT_REFRESH_INTERVAL = 12 * 3600
 
--- How long a caller waits for another coroutine's download, and how often
--- it looks.
+-- How often a caller that waits for another coroutine's download looks
+-- whether it finished, in seconds.
 local WAIT_STEP = 0.05
 
 -- opts: public_key (a core PublicKey) and public_key_id; apiv3_key (a
@@ -115,7 +116,7 @@ function _M:download_failed(err)
 end
 
 -- The keys a download response may be signed with.  The public key, when
--- configured, always.  While the store holds a valid certificate that a
+-- configured, always.  While the store contains a valid certificate that a
 -- recent download confirmed, those certificates: a new certificate is
 -- trusted only when a key already trusted signs the list that brings it.
 -- Otherwise (the first download, every certificate expired, or a client
@@ -123,8 +124,12 @@ end
 -- rotation) a certificate from the list itself: each entry has already
 -- been authenticated by its AES-GCM tag under the APIv3 key, which only
 -- the merchant and the platform know.
-function _M:signers_for(certs, now)
-    local recent = self.last_success ~= nil
+--
+-- bootstrap applies the first-download rule on request: an operator who
+-- knows the platform rotated before this client learnt the new
+-- certificate calls refresh_certificates({ accept_new_signer = true }).
+function _M:signers_for(certs, now, bootstrap)
+    local recent = not bootstrap and self.last_success ~= nil
         and now - self.last_success < 2 * self.refresh_interval
     local signers = core.new_store()
     local certificates = 0
@@ -132,7 +137,8 @@ function _M:signers_for(certs, now)
         if (entry.not_after or huge) > now and entry.not_before <= now then
             local _, key = self.store:find(entry.serial)
             signers:put(entry.serial, key, entry.not_before, entry.not_after, entry.source)
-            if entry.source == "config" or (entry.source == "download" and recent) then
+            if (entry.source == "config" and not bootstrap)
+                or (entry.source == "download" and recent) then
                 certificates = certificates + 1
             end
         end
@@ -181,8 +187,8 @@ end
 
 -- Downloads and installs the platform certificates (see fetch_and_install),
 -- and logs the outcome.
-function _M:download(fetch)
-    local changes, err = self:fetch_and_install(fetch)
+function _M:download(fetch, bootstrap)
+    local changes, err = self:fetch_and_install(fetch, bootstrap)
     if self.log then
         if changes then
             self.log("info", format("platform certificates downloaded: %d added, %d removed, "
@@ -199,7 +205,7 @@ end
 -- sends a signed GET /v3/certificates and returns the raw response (or
 -- nil, err).  Returns the changes, or nil and an error; on an error the
 -- store keeps what it had.
-function _M:fetch_and_install(fetch)
+function _M:fetch_and_install(fetch, bootstrap)
     local now = self.clock()
     self.last_attempt = now
     self.downloading = true
@@ -219,11 +225,16 @@ function _M:fetch_and_install(fetch)
                 status = res.status, request_id = header(res, "request-id"),
             })
     end
-    local signers, rule = self:signers_for(certs, now)
+    local signers, rule = self:signers_for(certs, now, bootstrap)
     local ok, code, message = verify_with(signers, res, now)
     if not ok then
+        local hint = ""
+        if code == "serial" and rule == "a key already trusted" then
+            hint = "; if the platform rotated its certificate before this client learnt "
+                .. "the new one, call refresh_certificates({ accept_new_signer = true })"
+        end
         return verify_error(res, code, message .. " (a certificate list must be signed by "
-            .. rule .. ")", "certificate list")
+            .. rule .. hint .. ")", "certificate list")
     end
 
     self.last_success = now
@@ -231,29 +242,51 @@ function _M:fetch_and_install(fetch)
     return self:install(certs, now)
 end
 
--- Runs one download, or waits for the one another coroutine runs.
--- force skips the minimum interval.
-function _M:download_once(fetch, force)
+-- Returns how long a caller may wait for another download: wait_limit,
+-- and no longer than the call's deadline, which fetch carries.
+function _M:wait_budget(fetch)
+    local limit = self.wait_limit
+    if type(fetch) == "table" and fetch.deadline then
+        limit = min(limit, fetch.deadline - core.monotonic())
+    end
+    return limit
+end
+
+-- Returns true while a download runs elsewhere (another coroutine here).
+function _M:download_running()
+    return self.downloading
+end
+
+-- Waits for the download that runs elsewhere, at most until the call's
+-- deadline.  Returns {} (nothing changed here), or nil and an error.
+function _M:wait_for_download(fetch)
+    if not self.sleep then
+        return nil, errors.new("verify", "a certificate download is already running "
+            .. "in another coroutine; pass a sleep function in the options to wait "
+            .. "for it")
+    end
+    local waited = 0
+    local limit = self:wait_budget(fetch)
+    while self.downloading and waited < limit do
+        self.sleep(WAIT_STEP)
+        waited = waited + WAIT_STEP
+    end
     if self.downloading then
-        if not self.sleep then
-            return nil, errors.new("verify", "a certificate download is already running "
-                .. "in another coroutine; pass a sleep function in the options to wait "
-                .. "for it")
-        end
-        local waited = 0
-        while self.downloading and waited < self.wait_limit do
-            self.sleep(WAIT_STEP)
-            waited = waited + WAIT_STEP
-        end
-        if self.downloading then
-            return nil, errors.new("network", format("waited %g s for a certificate "
-                .. "download that another coroutine runs", waited), { reason = "timeout" })
-        end
-        -- That download may have found a merchant without certificates.
-        if self.unavailable then
-            return nil, self.unavailable
-        end
-        return {}
+        return nil, errors.new("network", format("waited %g s for a certificate "
+            .. "download that another coroutine runs", waited), { reason = "timeout" })
+    end
+    -- That download may have found a merchant without certificates.
+    if self.unavailable then
+        return nil, self.unavailable
+    end
+    return {}
+end
+
+-- Runs one download, or waits for the one running elsewhere.  force skips
+-- the minimum interval; bootstrap is passed to download.
+function _M:download_once(fetch, force, bootstrap)
+    if self:download_running() then
+        return self:wait_for_download(fetch)
     end
 
     local now = self.clock()
@@ -262,16 +295,17 @@ function _M:download_once(fetch, force)
             .. "next download may start in %d s", now - self.last_attempt,
             MIN_DOWNLOAD_INTERVAL - (now - self.last_attempt)), { reason = "serial" })
     end
-    return self:download(fetch)
+    return self:download(fetch, bootstrap)
 end
 
 -- Downloads now, whatever the schedule says (client:refresh_certificates).
-function _M:refresh(fetch)
+-- accept_new_signer trusts the list as a first download would be.
+function _M:refresh(fetch, accept_new_signer)
     if not self.apiv3_key then
         return nil, errors.new("config", "refreshing platform certificates needs apiv3_key")
     end
     self.unavailable = nil
-    return self:download_once(fetch, true)
+    return self:download_once(fetch, true, accept_new_signer)
 end
 
 -- Refreshes when the interval has passed since the last success, at most
@@ -293,22 +327,34 @@ function _M:refresh_if_due(fetch)
 end
 
 -- Verifies a 2xx response or a callback.  An unknown serial leads to one
--- download (at most one a minute) and a second attempt.
+-- download, at most one a minute whatever the serial (forged responses
+-- and callbacks name serials at will), and a second attempt.  A failure
+-- stays a verify error, because the request may have been carried out;
+-- a failed download is its cause.
 function _M:verify(res, fetch, what)
     local now = self.clock()
     self.store:expire(now)
     local ok, code, message = verify_with(self.store, res, now)
+    local cause
     if not ok and code == "serial" and self.apiv3_key then
+        local downloaded
         if self.unavailable then
-            return nil, self.unavailable
+            cause = self.unavailable
+        else
+            downloaded, cause = self:download_once(fetch, false)
         end
-        local downloaded = self:download_once(fetch, self.last_success == nil)
         if downloaded then
             ok, code, message = verify_with(self.store, res, now)
         end
     end
     if not ok then
-        return verify_error(res, code, message, what)
+        if cause then
+            message = message .. ", and the certificates could not be downloaded: "
+                .. cause.message
+        end
+        local _, err = verify_error(res, code, message, what)
+        err.cause = cause
+        return nil, err
     end
     return true
 end

@@ -12,14 +12,21 @@ local format = string.format
 local _M = {}
 
 -- Copies headers with lower-case names.  A repeated header (a list, as
--- ngx.req.get_headers returns) cannot be trusted and is left out, so it
--- counts as missing.
+-- ngx.req.get_headers returns, or one name in two cases) cannot be
+-- trusted and is left out, so it counts as missing.
 local function lower_headers(headers)
-    local out = {}
+    local out, repeated = {}, {}
     for name, value in pairs(headers) do
-        if type(name) == "string" and type(value) == "string" then
-            out[name:lower()] = value
+        if type(name) == "string" then
+            local lower = name:lower()
+            if type(value) ~= "string" or out[lower] ~= nil then
+                repeated[lower] = true
+            end
+            out[lower] = value
         end
+    end
+    for lower in pairs(repeated) do
+        out[lower] = nil
     end
     return out
 end
@@ -67,11 +74,15 @@ function _M:parse_notification(headers, body)
         error("bad argument #2 to 'parse_notification' (string expected, got "
             .. type(body) .. ")", 2)
     end
+    if not self.transport then
+        return failure("config", "verify", "cannot be checked: the client is closed")
+    end
     if not self.keys.apiv3_key then
         return failure("config", "decrypt", "cannot be decrypted without apiv3_key")
     end
 
-    local message = { status = 200, headers = lower_headers(headers), body = body }
+    -- A callback has no status: errors about it carry none.
+    local message = { headers = lower_headers(headers), body = body }
     local ok, err = self.keys:verify(message, self._fetcher(self, self:_deadline()),
         "notification")
     if not ok then

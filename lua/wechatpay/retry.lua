@@ -1,7 +1,8 @@
 -- When a failed request may be sent again, and how long to wait first.
 --
 -- A request is retried only when sending it twice is harmless, or when
--- it provably never left: a refused connection or an unresolved host.
+-- it provably was not carried out: a refused connection, an unresolved
+-- host, or 429, which the platform documents as "not processed".
 -- Retryable failures are network failures that can pass (a timeout, a
 -- reset, a truncated answer) and the statuses the platform documents as
 -- "retry later" (429 and 5xx).  A verification failure is never retried:
@@ -39,7 +40,8 @@ function _M.decide(err, idempotent)
         end
         return nil
     end
-    if err.kind == "api" and idempotent and RETRY_STATUS[err.status] then
+    if err.kind == "api" and (err.status == 429
+        or (idempotent and RETRY_STATUS[err.status])) then
         return "retry"
     end
     return nil

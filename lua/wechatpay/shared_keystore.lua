@@ -151,13 +151,14 @@ end
 
 -- Waits until the worker holding the lock is done, then takes what it
 -- published.  Returns {} (no changes made here), or nil and an error.
-function Shared:wait_for_other_worker()
+function Shared:wait_for_other_worker(fetch)
     if not self.sleep then
         return nil, errors.new("verify", "another nginx worker is downloading the "
             .. "platform certificates; pass a sleep function to wait for it")
     end
     local waited = 0
-    while self.dict:get(self.key_lock) and waited < self.wait_limit do
+    local limit = self:wait_budget(fetch)
+    while self.dict:get(self.key_lock) and waited < limit do
         self.sleep(WAIT_STEP)
         waited = waited + WAIT_STEP
     end
@@ -174,7 +175,7 @@ end
 
 -- Downloads under the dict's lock, or waits for the worker that holds
 -- it; a refresh that is merely due (self.background) is skipped instead.
-function Shared:download(fetch)
+function Shared:download(fetch, bootstrap)
     local background = self.background
     self.background = false
     local dict = self.dict
@@ -186,7 +187,7 @@ function Shared:download(fetch)
         elseif background then
             return nil
         else
-            return self:wait_for_other_worker()
+            return self:wait_for_other_worker(fetch)
         end
     end
 
@@ -196,7 +197,7 @@ function Shared:download(fetch)
         local res, ferr = fetch()
         body = res and res.body
         return res, ferr
-    end)
+    end, bootstrap)
     if locked then
         dict:delete(self.key_lock)
     end
@@ -205,6 +206,16 @@ function Shared:download(fetch)
     end
     self:publish(changes, body)
     return changes, derr
+end
+
+-- A download runs elsewhere while another worker holds the lock, or
+-- another coroutine of this worker downloads.
+function Shared:download_running()
+    return self.downloading or self.dict:get(self.key_lock) ~= nil
+end
+
+function Shared:wait_for_download(fetch)
+    return self:wait_for_other_worker(fetch)
 end
 
 function Shared:verify(res, fetch, what)
@@ -217,10 +228,10 @@ function Shared:encryption_key(fetch)
     return keystore.encryption_key(self, fetch)
 end
 
-function Shared:download_once(fetch, force)
+function Shared:download_once(fetch, force, bootstrap)
     self:sync()
     self:sync_attempt()
-    return keystore.download_once(self, fetch, force)
+    return keystore.download_once(self, fetch, force, bootstrap)
 end
 
 function Shared:refresh_if_due(fetch)
@@ -233,12 +244,12 @@ end
 
 -- Downloads now (client:refresh_certificates), and lifts a shared
 -- "no certificates" state for every worker.
-function Shared:refresh(fetch)
+function Shared:refresh(fetch, accept_new_signer)
     if self.apiv3_key and self.dict:get(self.key_unavailable) then
         self.dict:delete(self.key_unavailable)
         self:bump_version()
     end
-    return keystore.refresh(self, fetch)
+    return keystore.refresh(self, fetch, accept_new_signer)
 end
 
 function Shared:list()
