@@ -1,10 +1,12 @@
 -- The wechatpay-guide command, run as a subprocess against the sandbox,
 -- and its CSV and masking helpers.
+local config = require("wechatpay.cli.config")
 local core = require("wechatpay.core")
 local csv = require("wechatpay.cli.csv")
 local helper = require("helper")
 local output = require("wechatpay.cli.output")
 local secrets = require("support.secrets")
+local wechatpay = require("wechatpay")
 
 local q = helper.shell_quote
 
@@ -20,8 +22,9 @@ local function json_decode(text)
 end
 
 -- Runs `lua5.4 bin/wechatpay-guide ARGS` with a clean environment
--- (HOME and XDG_CONFIG_HOME in a temporary folder) plus opts.env.
--- Returns { status, stdout, stderr }.
+-- (HOME and XDG_CONFIG_HOME in a temporary folder) plus opts.env.  With
+-- opts.time_limit (seconds) the tool is killed after that long, and the
+-- status is then 124.  Returns { status, stdout, stderr }.
 local function run_tool(args, opts)
     opts = opts or {}
     local dir = helper.tmpdir()
@@ -33,8 +36,9 @@ local function run_tool(args, opts)
     for i, item in ipairs(env) do
         env[i] = q(item)
     end
-    local command = string.format("env -i %s lua5.4 bin/wechatpay-guide %s > %s 2> %s; echo $?",
-        table.concat(env, " "), args, q(dir .. "/out"), q(dir .. "/err"))
+    local limit = opts.time_limit and string.format("timeout %g ", opts.time_limit) or ""
+    local command = string.format("%senv -i %s lua5.4 bin/wechatpay-guide %s > %s 2> %s; "
+        .. "echo $?", limit, table.concat(env, " "), args, q(dir .. "/out"), q(dir .. "/err"))
     local status = tonumber((helper.run(command)))
     local result = { status = status, stdout = helper.read(dir .. "/out"),
         stderr = helper.read(dir .. "/err") }
@@ -458,6 +462,124 @@ return {
             assert.equals(0, result.status, result.stderr)
             assert.matches("no staff registered in store 1234", result.stderr, 1, true)
         end)
+
+        it("never echoes a key given as a path", function()
+            local key = sandbox.config.apiv3_key
+            local pem = helper.read(sandbox.config.private_key_file)
+            local body = pem:gsub("%-%-%-%-%-[^\n]*%-%-%-%-%-", ""):gsub("%s", "")
+            local line = pem:match("\n([A-Za-z0-9+/=]+)\r?\n")
+            local cases = {
+                { WECHATPAY_APIV3_KEY_FILE = key },
+                { WECHATPAY_PRIVATE_KEY_FILE = body },
+                { WECHATPAY_PRIVATE_KEY_FILE = line },
+            }
+            for _, env in ipairs(cases) do
+                local name, value = next(env)
+                local result = tool("list --store-id 1234", { env = env })
+                assert.equals(2, result.status, name)
+                assert.is_nil(result.stderr:find(value, 1, true), name)
+                assert.matches(string.format("the path given (%d bytes) cannot be read",
+                    #value), result.stderr, 1, true)
+                assert.matches("looks like a key rather than a file path", result.stderr,
+                    1, true)
+            end
+        end)
+
+        it("names a plain missing path", function()
+            local path = helper.tmpdir() .. "/no-such.key"
+            local result = tool("list --store-id 1234",
+                { env = { WECHATPAY_PRIVATE_KEY_FILE = path } })
+            assert.equals(2, result.status)
+            assert.matches("private key file " .. path .. " cannot be read: No such file",
+                result.stderr, 1, true)
+            assert.is_nil(result.stderr:find("looks like a key", 1, true))
+        end)
+
+        it("hides a path with a space", function()
+            local path = helper.tmpdir() .. "/my keys/apiv3.key"
+            local result = tool("list --store-id 1234",
+                { env = { WECHATPAY_PRIVATE_KEY_FILE = path } })
+            assert.equals(2, result.status)
+            assert.matches(string.format("private key file: the path given (%d bytes) "
+                .. "cannot be read", #path), result.stderr, 1, true)
+            assert.is_nil(result.stderr:find("my keys", 1, true))
+        end)
+
+        it("rejects paths that are not regular files", function()
+            local dir = helper.tmpdir()
+            local json_dir = dir .. "/x.json"
+            os.execute("mkdir " .. q(json_dir))
+            local key_dir_config = config_copy({ apiv3_key = false, mode = "certificate",
+                apiv3_key_file = dir })
+            local cases = {
+                { "--config " .. q(key_dir_config) .. " certs", nil,
+                    "APIv3 key file " .. dir .. " is a directory, not a regular file" },
+                { "--config " .. q(dir) .. " list", nil,
+                    "configuration file " .. dir .. " is a directory, not a regular file" },
+                { "--config " .. q(json_dir) .. " list", nil,
+                    "configuration file " .. json_dir .. " is a directory, not a regular file" },
+                { "--config /dev/null list", nil,
+                    "configuration file /dev/null is a character device, not a regular file" },
+                { "--config " .. q(config_path) .. " list", { WECHATPAY_PRIVATE_KEY_FILE = "/tmp" },
+                    "private key file /tmp is a directory, not a regular file" },
+                { "--config " .. q(config_path) .. " list",
+                    { WECHATPAY_PRIVATE_KEY_FILE = "/dev/null" },
+                    "private key file /dev/null is a character device, not a regular file" },
+            }
+            for _, case in ipairs(cases) do
+                local result = run_tool(case[1], { env = case[2] })
+                assert.equals(2, result.status, case[3] .. "\n" .. result.stderr)
+                assert.matches(case[3], result.stderr, 1, true)
+                assert.is_nil(result.stderr:find("chmod", 1, true), case[3])
+                assert.is_nil(result.stderr:find("traceback", 1, true), case[3])
+                assert.is_nil(result.stderr:find("syntax error", 1, true), case[3])
+            end
+        end)
+
+        it("stops a Lua configuration that runs too long", function()
+            local path = helper.write(helper.tmpdir() .. "/config.lua", "while true do end\n",
+                "600")
+            local result = run_tool("--config " .. q(path) .. " list", { time_limit = 30 })
+            assert.equals(2, result.status, result.stderr)
+            assert.matches("configuration file " .. path .. " runs too long", result.stderr, 1,
+                true)
+        end)
+
+        it("runs a Lua configuration without globals", function()
+            local dir = helper.tmpdir()
+            local with_global = helper.write(dir .. "/global.lua",
+                "return { mchid = os.getenv('HOME') }\n", "600")
+            local result = run_tool("--config " .. q(with_global) .. " list")
+            assert.equals(2, result.status)
+            assert.matches("error while running it on line 1", result.stderr, 1, true)
+
+            -- The string methods remain reachable through the string metatable.
+            local c = sandbox.config
+            local with_method = helper.write(dir .. "/method.lua", string.format([[
+return {
+    mchid = (%q):rep(1), serial_no = %q, private_key_file = %q, apiv3_key = %q,
+    base_url = %q, store_id = 1234,
+}
+]], c.mchid, c.serial_no, c.private_key_file, c.apiv3_key, c.base_url), "600")
+            result = run_tool("--config " .. q(with_method) .. " list")
+            assert.equals(0, result.status, result.stderr)
+        end)
+
+        it("sets the deadline from the timeout", function()
+            local settings, sources = assert(config.load({ config = config_path,
+                env = function() return nil end }))
+            local options = assert(config.client_options(settings, sources))
+            assert.is_nil(options.deadline)
+
+            settings.timeout = 60
+            options = assert(config.client_options(settings, sources))
+            assert.equals(60, options.timeout)
+            assert.equals(180, options.deadline)
+
+            settings.timeout = 86400
+            options = assert(config.client_options(settings, sources))
+            assert.equals(86400, options.deadline)
+        end)
     end)
 
     describe("sync", function()
@@ -553,14 +675,43 @@ return {
             assert.equals(200, #guides())
         end)
 
-        it("dry run sends nothing", function()
+        it("dry run registers nothing but reads", function()
             local path = write_csv(staff_csv(3))
             local result = tool("sync " .. q(path) .. " --dry-run")
             assert.equals(0, result.status, result.stderr)
             assert.matches("would register", result.stdout, 1, true)
-            assert.matches("dry run, nothing sent", result.stdout, 1, true)
+            assert.matches("dry run, nothing registered or updated: would be registered 3",
+                result.stdout, 1, true)
             assert.equals(0, #guides())
             assert.is_false(helper.exists(path .. ".journal"))
+            local methods = {}
+            for _, entry in ipairs(sandbox.control("GET", "/sandbox/requests")) do
+                methods[entry.method] = (methods[entry.method] or 0) + 1
+            end
+            assert.is_true((methods.GET or 0) > 0)
+            assert.is_nil(methods.POST)
+            assert.is_nil(methods.PATCH)
+        end)
+
+        it("matches registered userids ignoring case", function()
+            sandbox.control("POST", "/sandbox/guides", { store_id = 1234, name = "张三",
+                mobile = "13800000001", userid = "pii1" })
+            local path = write_csv(HEADER .. "\n"
+                .. "1234,ww1,PII1,张三,13800000001,https://q.example/1,https://a.example/1,\n")
+            local result = tool("sync " .. q(path) .. " --format json")
+            assert.equals(0, result.status, result.stderr)
+            local row = json_decode(result.stdout).rows[1]
+            assert.equals("updated", row.result)
+            assert.equals(0, json_decode(result.stdout).summary.registered)
+            assert.equals(0, json_decode(result.stdout).summary.not_in_file)
+            local stored = guides()
+            assert.equals(1, #stored)
+            assert.equals("pii1", stored[1].userid)
+            assert.equals("https://q.example/1", stored[1].qr_code)
+
+            local again = tool("sync " .. q(path) .. " --format json")
+            assert.equals(0, again.status, again.stderr)
+            assert.equals("unchanged", json_decode(again.stdout).rows[1].result)
         end)
 
         it("updates changed rows and skips unchanged", function()
@@ -785,6 +936,17 @@ return {
                 .. "run checks its outcome"])
             assert.is_true((by_result["failed: not attempted: interrupted"] or 0) > 0)
             assert.is_true((by_result["registered: "] or 0) >= 2)
+
+            -- The next run settles the interrupted row through the journal.
+            local resumed = tool("sync " .. q(path) .. " --quiet --format json")
+            assert.equals(0, resumed.status, resumed.stderr)
+            local stored = guides()
+            assert.equals(20, #stored)
+            local counts, distinct = count_by_userid(stored)
+            assert.equals(20, distinct)
+            for userid, n in pairs(counts) do
+                assert.equals(1, n, userid)
+            end
         end)
 
         it("draws a progress bar on a terminal", function()
@@ -835,6 +997,42 @@ return {
             local result = tool("list --store-id 1234")
             assert.equals(0, result.status, result.stderr)
             assert.equals(0, #sandbox.control("GET", "/sandbox/faults"))
+        end)
+
+        it("register leaves 429 retries to the library", function()
+            local function arm_rate_limit()
+                sandbox.control("POST", "/sandbox/reset")
+                sandbox.control("POST", "/sandbox/faults", { fault = "status", status = 429,
+                    method = "POST", path = "^/v3/smartguide/guides$", count = 100 })
+            end
+            local function count_registrations()
+                local n = 0
+                for _, entry in ipairs(sandbox.control("GET", "/sandbox/requests")) do
+                    if entry.method == "POST" and entry.target == "/v3/smartguide/guides" then
+                        n = n + 1
+                    end
+                end
+                return n
+            end
+
+            -- The attempts that the library alone makes.
+            arm_rate_limit()
+            local client = assert(wechatpay.new(helper.client_options(sandbox)))
+            local guide, err = client:register_guide({ store_id = 1234, corpid = "ww1",
+                userid = "limited", name = "张三", mobile = "13800138000",
+                qr_code = "https://q.example/1", avatar = "https://a.example/1" })
+            client:close()
+            assert.is_nil(guide)
+            assert.equals(429, err.status)
+            local library_attempts = count_registrations()
+
+            arm_rate_limit()
+            local result = tool("register --store-id 1234 --userid limited --name 张三 "
+                .. "--mobile 13800138000 " .. REGISTER_ARGS)
+            assert.equals(1, result.status, result.stderr)
+            assert.matches("registration failed: .*RATELIMIT_EXCEEDED", result.stderr)
+            assert.equals(library_attempts, count_registrations())
+            assert.equals(0, #guides())
         end)
     end)
 end)

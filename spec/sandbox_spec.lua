@@ -709,6 +709,22 @@ describe("wechatpay sandbox", function()
                 end
             end)
 
+            it("rejects an offset it cannot add to", function()
+                assert.equal(200, register().status)
+                for _, offset in ipairs({ math.maxinteger, math.maxinteger - 9 }) do
+                    local res = request(env, "GET",
+                        "/v3/smartguide/guides?store_id=1234&offset=" .. offset)
+                    assert.equal(400, res.status, offset .. " " .. res.body)
+                    assert.equal("PARAM_ERROR", decode(res).code)
+                end
+                local res = request(env, "GET", "/v3/smartguide/guides?store_id=1234&offset="
+                    .. (math.maxinteger - 10))
+                assert.equal(200, res.status, res.body)
+                local page = decode(res)
+                assert.equal(1, page.total_count)
+                assert.equal(0, #page.data)
+            end)
+
             it("updates only existing guides", function()
                 local res = request(env, "PATCH", "/v3/smartguide/guides/LLAnosuchguide",
                     '{"avatar":"https://example.invalid/a.png"}')

@@ -41,7 +41,10 @@ Each setting may be overridden by its environment variable:
   ca_file           WECHATPAY_CA_FILE           CA bundle for TLS
   store_id          WECHATPAY_STORE_ID          default store
   corpid            WECHATPAY_CORPID            default WeCom corpid
-  timeout           WECHATPAY_TIMEOUT           seconds per request (default 10)
+  timeout           WECHATPAY_TIMEOUT           seconds per attempt (default 10)
+
+The timeout bounds one attempt of a request.  A whole call, with its
+retries and any certificate download, gets three times as long.
 
 Exit status: 0 success; 1 the platform rejected a call or some sync rows
 failed; 2 usage, configuration or input file error; 3 network error;
@@ -87,7 +90,9 @@ local function build_parser()
         :help_max_width(80)
     parser:option("--config", "Configuration file (Lua or JSON; see below).")
         :argname("<path>")
-    parser:option("--timeout", "Seconds allowed for each request (default 10).")
+    parser:option("--timeout", "Seconds allowed for each attempt of a request (default "
+        .. "10).  A whole call, with its retries and any certificate download, gets "
+        .. "three times that.")
         :argname("<seconds>"):convert(positive_number)
 
     local register = parser:command("register", "Register a staff member.")
@@ -131,12 +136,14 @@ local function build_parser()
         [[
 The header row names the columns: store_id, corpid, userid, name, mobile,
 qr_code, avatar and group_qrcode (store_id and corpid may come from the
-options instead).  Rows are matched to registered staff by userid.  Each
-call is recorded in the journal before it is sent and after it returns,
-so that a run started again after being killed registers nobody twice.
+options instead).  Rows are matched to registered staff by userid,
+ignoring case, as WeCom userids are.  Each call is recorded in the
+journal before it is sent and after it returns, so that a run started
+again after being killed registers nobody twice.
 The exit status is 1 when any row failed.]])
     sync_command:argument("file", "CSV file (RFC 4180, UTF-8).")
-    sync_command:flag("--dry-run", "Print what would be done; send nothing.")
+    sync_command:flag("--dry-run", "Print what would be done; register and update "
+        .. "nothing.  The stores are still listed, which may download certificates.")
     sync_command:option("--journal", "Journal file (default: FILE.journal).")
         :argname("<path>")
     sync_command:option("--corpid", "WeCom corpid for rows that have none.")

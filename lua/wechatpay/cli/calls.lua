@@ -1,6 +1,7 @@
 -- Helpers around the library's calls for wechatpay-guide: exit statuses,
--- one-line error descriptions, waiting out rate limits, and finding a
--- staff member by userid when a registration's outcome is unknown.
+-- one-line error descriptions, and finding a staff member by userid when
+-- a registration's outcome is unknown.  The library itself retries a 429
+-- (rate limit) response, honouring Retry-After, so nothing here does.
 local _M = {}
 
 -- Exit statuses of wechatpay-guide (the README lists them).
@@ -12,9 +13,6 @@ _M.EXIT = {
     unverified = 4,   -- a response failed verification: the outcome is unknown
     interrupted = 130,
 }
-
--- Seconds to wait before each retry after a 429 (rate limit) response.
-local RATE_LIMIT_WAITS = { 1, 2 }
 
 -- Returns the exit status for a library error.
 function _M.exit_status(err)
@@ -50,44 +48,30 @@ function _M.outcome_unknown(err)
     return false
 end
 
-local function rate_limited(err)
-    if type(err) ~= "table" or err.kind ~= "api" then
-        return false
-    end
-    return err.status == 429 or err.code == "RATELIMIT_EXCEEDED"
-        or err.code == "FREQUENCY_LIMITED"
-end
-
--- Calls fn(...) and retries after a pause while the platform responds
--- that the rate limit is exceeded.
--- NOTE: WeChat Pay's support staff say that a request that gets a 429
--- response is normally not carried out, which makes a retry safe; the API
--- documentation does not promise it.
-function _M.with_retry(fn, ...)
-    local result, err = fn(...)
-    for _, seconds in ipairs(RATE_LIMIT_WAITS) do
-        if result or not rate_limited(err) then
-            break
-        end
-        os.execute("sleep " .. seconds)
-        result, err = fn(...)
-    end
-    return result, err
+-- Returns the form of a userid that comparisons use.  WeCom userids are
+-- case-insensitive: WeCom's API documentation for creating a member
+-- states that its uniqueness check ignores case (系统进行唯一性检查时会忽略大小写).
+function _M.userid_key(userid)
+    return userid:lower()
 end
 
 -- Queries the staff of a store by userid.  Returns the guide, false when
--- there is none, or nil and an error.  Two matches are an error, since
--- a userid names one staff member in a store.
+-- there is none, or nil and an error.  The returned staff are matched
+-- ignoring case, and two matches are an error, since a userid names one
+-- staff member in a store.
+-- NOTE: the query sends the userid as given, and the platform does not
+-- document whether it matches it ignoring case.
 function _M.find_userid(client, store_id, userid, sub_mchid)
-    local page, err = _M.with_retry(client.query_guides, client, {
+    local page, err = client:query_guides({
         store_id = store_id, userid = userid, sub_mchid = sub_mchid,
     })
     if not page then
         return nil, err
     end
+    local key = _M.userid_key(userid)
     local matches = {}
     for _, guide in ipairs(page.data) do
-        if guide.userid == userid then
+        if guide.userid and _M.userid_key(guide.userid) == key then
             matches[#matches + 1] = guide
         end
     end
@@ -101,17 +85,13 @@ end
 -- Lists every guide of a store.  Returns the list, or nil and an error.
 function _M.list_store(client, params)
     local guides = {}
-    local iterate = function()
-        guides = {}
-        for guide, err in client:each_guide(params) do
-            if not guide then
-                return nil, err
-            end
-            guides[#guides + 1] = guide
+    for guide, err in client:each_guide(params) do
+        if not guide then
+            return nil, err
         end
-        return guides
+        guides[#guides + 1] = guide
     end
-    return _M.with_retry(iterate)
+    return guides
 end
 
 return _M

@@ -90,7 +90,7 @@ function _M.register(ctx, args)
     end
 
     local client = ctx.client
-    local guide, err = calls.with_retry(client.register_guide, client, values)
+    local guide, err = client:register_guide(values)
     if not guide and calls.outcome_unknown(err) then
         -- The staff member may have been registered although the response
         -- was lost, so query before reporting a failure.
@@ -161,7 +161,7 @@ function _M.assign(ctx, args)
         return fail(ctx, calls.describe(err), EXIT.usage)
     end
     local ok
-    ok, err = calls.with_retry(guide.assign, guide, args.out_trade_no)
+    ok, err = guide:assign(args.out_trade_no)
     if not ok then
         return call_failed(ctx, "the assignment", err)
     end
@@ -192,7 +192,7 @@ function _M.update(ctx, args)
     if not guide then
         return fail(ctx, calls.describe(err), EXIT.usage)
     end
-    ok, err = calls.with_retry(guide.update, guide, changes)
+    ok, err = guide:update(changes)
     if not ok then
         return call_failed(ctx, "the update", err)
     end

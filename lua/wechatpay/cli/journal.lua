@@ -16,6 +16,7 @@
 -- "sent" holds the qr_code, avatar and group_qrcode values sent,
 -- because the platform's query does not return them.  Names and mobiles
 -- are never written.
+local calls = require("wechatpay.cli.calls")
 local lfs = require("lfs")
 local json = require("dkjson")
 
@@ -34,9 +35,10 @@ local function now()
     return os.date("!%Y-%m-%dT%H:%M:%SZ")
 end
 
--- Returns the key of a row: its store and userid.
+-- Returns the key of a row: its store and userid, compared ignoring case
+-- as sync compares userids.
 function _M.key(store_id, userid)
-    return tostring(store_id) .. "/" .. userid
+    return tostring(store_id) .. "/" .. calls.userid_key(userid)
 end
 
 -- Folds one record into the states by key.  A state is { guide_id,

@@ -1,8 +1,9 @@
 -- `wechatpay-guide sync FILE.csv`: makes the staff of the stores named
 -- in a CSV file match it.  Rows are matched to registered staff by
--- userid; new staff are registered, changed ones updated, and the rest
--- reported as unchanged.  Nothing is deleted, since the platform has no
--- call for it.
+-- userid, ignoring case as WeCom does, which is also how sync_file.lua
+-- finds duplicate rows.  New staff are registered, changed ones updated,
+-- and the rest reported as unchanged.  Nothing is deleted, since the
+-- platform has no call for it.
 --
 -- The platform's query returns name and mobile (compared after
 -- decryption) but not qr_code, avatar or group_qrcode.  Those are
@@ -37,7 +38,8 @@ local function url_values(values)
 end
 
 -- Lists every store named by a valid row.  Returns the listings by store
--- (userid to guide), the errors by store, and a fatal network error.
+-- (calls.userid_key of the userid to the guide, or to "duplicate" when
+-- several staff have it), the errors by store, and a fatal network error.
 local function list_stores(ctx, rows)
     local listings, failures = {}, {}
     for _, row in ipairs(rows) do
@@ -53,8 +55,8 @@ local function list_stores(ctx, rows)
                 local by_userid = {}
                 for _, guide in ipairs(guides) do
                     if guide.userid then
-                        by_userid[guide.userid] = by_userid[guide.userid] and "duplicate"
-                            or guide
+                        local key = calls.userid_key(guide.userid)
+                        by_userid[key] = by_userid[key] and "duplicate" or guide
                     end
                 end
                 listings[store_id] = by_userid
@@ -130,7 +132,7 @@ local function plan_row(ctx, row)
             .. calls.describe(ctx.store_failures[row.store_id])
         return
     end
-    local guide = listing[row.userid]
+    local guide = listing[calls.userid_key(row.userid)]
     if guide == "duplicate" then
         row.failure = "the platform lists more than one staff member with this userid"
         return
@@ -176,7 +178,7 @@ local function register_row(ctx, row)
     if not ok then
         return nil, jerr, true
     end
-    local guide, err = calls.with_retry(ctx.client.register_guide, ctx.client, {
+    local guide, err = ctx.client:register_guide({
         store_id = row.store_id, corpid = v.corpid, userid = row.userid, name = v.name,
         mobile = v.mobile, qr_code = v.qr_code, avatar = v.avatar,
         group_qrcode = v.group_qrcode,
@@ -233,7 +235,7 @@ local function update_row(ctx, row)
     if not ok then
         return nil, jerr, true
     end
-    local updated, err = calls.with_retry(guide.update, guide, changes)
+    local updated, err = guide:update(changes)
     if not updated then
         -- An update sent twice leaves the same result, so an unknown
         -- outcome is simply sent again by the next run.
@@ -299,8 +301,8 @@ end
 
 local function summary_line(summary, dry_run)
     local line = string.format("%sregistered %d, updated %d, unchanged %d, failed %d",
-        dry_run and "dry run, nothing sent: would be " or "", summary.registered,
-        summary.updated, summary.unchanged, summary.failed)
+        dry_run and "dry run, nothing registered or updated: would be " or "",
+        summary.registered, summary.updated, summary.unchanged, summary.failed)
     if summary.not_in_file and summary.not_in_file > 0 then
         line = line .. string.format("; %d registered staff are not in the file",
             summary.not_in_file)
@@ -338,7 +340,7 @@ local function count_not_in_file(ctx, rows)
     local named = {}
     for _, row in ipairs(rows) do
         if row.store_id and row.userid then
-            named[row.store_id .. "/" .. row.userid] = true
+            named[row.store_id .. "/" .. calls.userid_key(row.userid)] = true
         end
     end
     local count = 0

@@ -2,6 +2,7 @@
 -- one.  The header row names the columns.  A row with a problem keeps
 -- the list of its problems, so that the report shows every bad row with
 -- its reasons while the good rows are still processed.
+local calls = require("wechatpay.cli.calls")
 local csv = require("wechatpay.cli.csv")
 local fields = require("wechatpay.cli.fields")
 local output = require("wechatpay.cli.output")
@@ -128,14 +129,14 @@ local function check_row(row, opts)
 end
 
 -- Marks every row whose userid occurs more than once in a store.  The
--- comparison ignores case, because userids that differ only in case are
--- most likely one person entered twice.  No copy is sent, because the
+-- comparison ignores case, as WeCom's does (see calls.userid_key), so
+-- userids that differ only in case are one person entered twice.  No copy is sent, because the
 -- file does not say which one is right.
 local function mark_duplicates(rows)
     local groups = {}
     for _, row in ipairs(rows) do
         if row.userid then
-            local key = (row.values.store_id or "") .. "/" .. row.userid:lower()
+            local key = (row.values.store_id or "") .. "/" .. calls.userid_key(row.userid)
             groups[key] = groups[key] or {}
             table.insert(groups[key], row)
         end

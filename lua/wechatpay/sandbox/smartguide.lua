@@ -6,7 +6,9 @@
 -- to 1024; encrypted fields up to 512 base64 characters, whose
 -- plaintext is 1 to 64 bytes (name) or 1 to 32 bytes (mobile) of UTF-8
 -- without 4-byte characters; out_trade_no 1 to 32 characters of
--- letters, digits, - _ | and *; limit 1 to 10.
+-- letters, digits, - _ | and *; limit 1 to 10.  The sandbox also
+-- rejects an offset above MAX_OFFSET with 400 PARAM_ERROR, because it
+-- adds the limit to the offset, which must not overflow.
 -- NOTE: the corpid limit of 64 characters is a guess; older platform
 -- documents give 32.
 local core = require("wechatpay.core")
@@ -18,6 +20,7 @@ local MAX_CIPHERTEXT = 512
 local MAX_NAME_BYTES = 64
 local MAX_MOBILE_BYTES = 32
 local MAX_LIMIT = 10
+local MAX_OFFSET = math.maxinteger - MAX_LIMIT
 local UNSIGNED_64_MESSAGE = "需要一个合法的 64 位无符号整数"
 
 -- Returns a new guide ID: "LLA" and 31 letters or digits.
@@ -218,7 +221,7 @@ local function query_guides(ctx)
     local params = ctx:query_params()
     local store_id = query_integer(ctx, params, "store_id", 0, math.maxinteger, nil)
     local limit = query_integer(ctx, params, "limit", 1, MAX_LIMIT, MAX_LIMIT)
-    local offset = query_integer(ctx, params, "offset", 0, math.maxinteger, 0)
+    local offset = query_integer(ctx, params, "offset", 0, MAX_OFFSET, 0)
     local scope = params.sub_mchid or ""
     local userid = params.userid
     local work_id = params.work_id
