@@ -45,10 +45,13 @@ local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = tr
 local config_error = errors.config
 
 -- Names a path in a message only when it is plainly a path: short, with
--- a '/' or '.', and no space or control character.  Anything else may be
--- a key given where its file belongs, and is never repeated.
+-- a '/' or '.', no space or control character, and not base64 (a line
+-- of a PEM key can hold '/').  Anything else may be a key given where
+-- its file belongs, and is never repeated.
 local function describe_path(path)
-    if #path <= 200 and path:find("[/.]") and not path:find("[%s%c]") then
+    local base64 = #path >= 16 and path:match("^[A-Za-z0-9+/=]+$")
+        and path:find("%u") and path:find("%l") and path:find("%d")
+    if #path <= 200 and path:find("[/.]") and not path:find("[%s%c]") and not base64 then
         return path
     end
     return format("the path given (%d bytes)", #path)
