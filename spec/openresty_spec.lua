@@ -976,6 +976,26 @@ describe("resty.wechatpay in nginx", function()
             assert.equals("tls", result.err.reason, result.err.message)
             assert.is_false(result.err.sent)
         end)
+
+        it("refuses it even when the handshake completes at once", function()
+            -- On loopback a handshake now and then completes within its
+            -- first call, where the lua module reports success for a
+            -- connection it closed: many attempts meet that case.
+            local result = nginx.run_untrusted([[
+                local transport = require("wechatpay.transport.cosocket").new({
+                    pool = "untrusted-many" })
+                local client = assert(new_client("tls", { retries = 0,
+                    transport = function(req) return transport:send(req) end }))
+                local reasons = {}
+                for _ = 1, 300 do
+                    local _, err = client:query_guides({ store_id = 1234 })
+                    local reason = err and err.reason or "none"
+                    reasons[reason] = (reasons[reason] or 0) + 1
+                end
+                return reasons
+            ]])
+            assert.same({ tls = 300 }, result)
+        end)
     end)
 
     describe("concurrency in one worker", function()

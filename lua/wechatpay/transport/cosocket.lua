@@ -484,6 +484,13 @@ function _M:connect(url, deadline, pooled)
             end
             return nil, "tls", err
         end
+        -- When the handshake completes within the first call, the lua
+        -- module closes a connection whose certificate failed
+        -- verification, yet sslhandshake(false, ...) still returns true.
+        -- A closed socket is the only sign of it.
+        if not sock:getreusedtimes() then
+            return nil, "tls", "certificate verify failed"
+        end
     end
     return sock, reused
 end
