@@ -198,13 +198,17 @@ function Shared:download(fetch, bootstrap)
         body = res and res.body
         return res, ferr
     end, bootstrap)
+    -- Publish before the lock goes: a worker that sees the lock released
+    -- must find the outcome, or it would download again.
+    if done then
+        self:publish(changes, body)
+    end
     if locked then
         dict:delete(self.key_lock)
     end
     if not done then
         error(changes, 0)
     end
-    self:publish(changes, body)
     return changes, derr
 end
 
