@@ -198,8 +198,8 @@ function Shared:download(fetch, bootstrap)
         body = res and res.body
         return res, ferr
     end, bootstrap)
-    -- Publish before the lock goes: a worker that sees the lock released
-    -- must find the outcome, or it would download again.
+    -- Publish before releasing the lock, because a worker that finds the
+    -- lock free and no outcome in the dict downloads again.
     if done then
         self:publish(changes, body)
     end

@@ -484,10 +484,9 @@ function _M:connect(url, deadline, pooled)
             end
             return nil, "tls", err
         end
-        -- When the handshake completes within the first call, the lua
-        -- module closes a connection whose certificate failed
-        -- verification, yet sslhandshake(false, ...) still returns true.
-        -- A closed socket is the only sign of it.
+        -- A handshake that completes within its first call and fails
+        -- verification closes the socket, yet sslhandshake(false, ...)
+        -- returns true (lua-resty-core 0.1.25, resty/core/socket.lua).
         if not sock:getreusedtimes() then
             return nil, "tls", "certificate verify failed"
         end
