@@ -83,4 +83,26 @@ function _M.input(field, message)
     return nil, _M.new("input", field .. ": " .. message, { field = field })
 end
 
+-- Sentences for the transports' failure reasons, so that a network error
+-- reads the same from libcurl and from cosockets.
+local NETWORK_REASONS = {
+    connect = "could not connect",
+    resolve = "could not resolve the host",
+    timeout = "timed out",
+    tls = "TLS handshake or certificate verification failed",
+    reset = "connection closed or reset",
+    too_large = "response too large",
+    truncated = "response body truncated",
+    protocol = "invalid HTTP response",
+    other = "request failed",
+}
+
+-- Creates the network error of a failed request.  reason is one of the
+-- keys above, and sent tells whether any of the request went out.
+function _M.network(req, reason, message, sent)
+    return _M.new("network", string.format("%s %s: %s: %s", req.method,
+        req.url, NETWORK_REASONS[reason] or reason, message),
+        { reason = reason, sent = sent })
+end
+
 return _M

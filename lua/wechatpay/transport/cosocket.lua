@@ -30,20 +30,6 @@ local _M = {}
 
 local mt = { __index = _M }
 
--- The failure codes and sentences of transport/curl.lua, so that errors
--- read the same in both runtimes.
-local REASONS = {
-    connect = "could not connect",
-    resolve = "could not resolve the host",
-    timeout = "timed out",
-    tls = "TLS handshake or certificate verification failed",
-    reset = "connection closed or reset",
-    too_large = "response too large",
-    truncated = "response body truncated",
-    protocol = "invalid HTTP response",
-    other = "request failed",
-}
-
 -- Response headers beyond this count, or a head beyond this size, are a
 -- broken or hostile server (the count is libcurl transport's limit).
 local MAX_HEADERS = 100
@@ -542,8 +528,8 @@ end
 -- timeout (seconds left for this request), idempotent }.  Returns
 -- { status, headers (lower-case names), body, reused (true when the
 -- connection came from the pool) } or nil and a network error
--- whose reason is one of the REASONS keys and whose sent field tells
--- whether any of the request went out.
+-- (errors.network) whose sent field tells whether any of the request
+-- went out.
 --
 -- A request that is not idempotent goes on a new connection, closed
 -- after its response, because a pooled connection may have been closed
@@ -567,10 +553,7 @@ function _M:send(req)
     if res then
         return res
     end
-    return nil, errors.new("network", format("%s %s: %s: %s", req.method, req.url,
-        REASONS[fail.reason] or fail.reason, fail.message), {
-            reason = fail.reason, sent = fail.sent,
-        })
+    return nil, errors.network(req, fail.reason, fail.message, fail.sent)
 end
 
 -- Runs the exchange, on another connection when a pooled one turns out to

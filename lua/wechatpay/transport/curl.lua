@@ -4,25 +4,11 @@
 local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 
-local format = string.format
 local setmetatable = setmetatable
 
 local _M = {}
 
 local mt = { __index = _M }
-
--- Readable sentences for the transport's failure codes.
-local REASONS = {
-    connect = "could not connect",
-    resolve = "could not resolve the host",
-    timeout = "timed out",
-    tls = "TLS handshake or certificate verification failed",
-    reset = "connection closed or reset",
-    too_large = "response too large",
-    truncated = "response body truncated",
-    protocol = "invalid HTTP response",
-    other = "request failed",
-}
 
 -- Creates a transport.  opts: timeout, connect_timeout (seconds),
 -- max_response_size (bytes), user_agent, ca_file, proxy.
@@ -46,16 +32,15 @@ end
 -- is not idempotent goes on a new connection, because libcurl repeats a
 -- request on its own when a reused connection closes without an answer.
 -- Returns { status, headers (lower-case names), body } or nil and a
--- network error whose reason is one of the REASONS keys and whose sent
--- field tells whether any of the request went out.
+-- network error (errors.network) whose sent field tells whether any of
+-- the request went out.
 function _M:send(req)
     local res, code, message, sent = self.http:request(req.method, req.url,
         req.headers, req.body, { fresh = not req.idempotent, timeout = req.timeout })
     if res then
         return res
     end
-    return nil, errors.new("network", format("%s %s: %s: %s", req.method,
-        req.url, REASONS[code] or code, message), { reason = code, sent = sent })
+    return nil, errors.network(req, code, message, sent)
 end
 
 function _M:close()
