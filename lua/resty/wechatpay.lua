@@ -11,6 +11,7 @@ local cosocket = require("wechatpay.transport.cosocket")
 local errors = require("wechatpay.errors")
 local keystore = require("wechatpay.keystore")
 local shared_keystore = require("wechatpay.shared_keystore")
+local validate = require("wechatpay.validate")
 local wechatpay = require("wechatpay")
 
 local ngx = ngx
@@ -51,19 +52,6 @@ local function ngx_log(level, message)
     ngx.log(LOG_LEVELS[level] or ngx.WARN, "wechatpay: ", message)
 end
 
-local function number_option(opts, name, default, min, max, integer)
-    local value = opts[name]
-    if value == nil then
-        return default
-    end
-    if type(value) ~= "number" or value < min or value > max
-        or (integer and value % 1 ~= 0) then
-        return config_error(name, format("must be %s from %s to %s",
-            integer and "an integer" or "a number", tostring(min), tostring(max)))
-    end
-    return value
-end
-
 -- Checks the options that differ from the Lua 5.4 module.  Returns the
 -- options for wechatpay.client and the OpenResty settings, or nil, err.
 local function split_options(opts)
@@ -77,12 +65,12 @@ local function split_options(opts)
     end
     local settings = {}
     local err
-    settings.pool_size, err = number_option(opts, "pool_size",
+    settings.pool_size, err = validate.number_option(opts, "pool_size",
         cosocket.DEFAULT_POOL_SIZE, 1, 100000, true)
     if err then
         return nil, err
     end
-    settings.keepalive_timeout, err = number_option(opts, "keepalive_timeout",
+    settings.keepalive_timeout, err = validate.number_option(opts, "keepalive_timeout",
         cosocket.DEFAULT_KEEPALIVE_TIMEOUT, 0.001, 86400)
     if err then
         return nil, err

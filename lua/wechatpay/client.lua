@@ -1,10 +1,10 @@
 -- The APIv3 client: configuration, and the path every call takes:
 -- encode, sign, send, verify, decode, and map errors.
-local compat = require("wechatpay.compat")
 local core = require("wechatpay.core")
 local errors = require("wechatpay.errors")
 local keystore = require("wechatpay.keystore")
 local retry = require("wechatpay.retry")
+local validate = require("wechatpay.validate")
 
 local error = error
 local floor = math.floor
@@ -43,6 +43,7 @@ local OPTIONS = {
 local METHODS = { GET = true, POST = true, PUT = true, PATCH = true, DELETE = true }
 
 local config_error = errors.config
+local number_option = validate.number_option
 
 -- Names a path in a message only when it is plainly a path: short, with
 -- a '/' or '.', no space or control character, and not base64 (a line
@@ -142,24 +143,6 @@ local function base_url_option(value, name)
             .. "on a loopback address, for the sandbox")
     end
     return url
-end
-
--- Checks a number option in min..max; integer options need an integer.
-local function number_option(opts, name, default, min, max, integer)
-    local value = opts[name]
-    if value == nil then
-        return default
-    end
-    local ok = type(value) == "number" and value >= min and value <= max
-    if ok and integer then
-        value = compat.tointeger(value)
-        ok = value ~= nil
-    end
-    if not ok then
-        return config_error(name, format("must be %s from %s to %s", integer
-            and "an integer" or "a number", tostring(min), tostring(max)))
-    end
-    return value
 end
 
 -- Checks the proxy URL.  Without this option no proxy is used, whatever

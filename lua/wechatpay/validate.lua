@@ -94,4 +94,24 @@ function _M.known_fields(what, tbl, allowed)
     return true
 end
 
+-- Checks opts[name], an option of new, in min..max, where integer options
+-- need an integer.  Returns the value or default, or nil and a config
+-- error.
+function _M.number_option(opts, name, default, min, max, integer)
+    local value = opts[name]
+    if value == nil then
+        return default
+    end
+    local ok = type(value) == "number" and value >= min and value <= max
+    if ok and integer then
+        value = tointeger(value)
+        ok = value ~= nil
+    end
+    if not ok then
+        return errors.config(name, format("must be %s from %s to %s", integer
+            and "an integer" or "a number", tostring(min), tostring(max)))
+    end
+    return value
+end
+
 return _M
