@@ -434,8 +434,19 @@ static int aead_size(lua_State *L)
 }
 
 
-/* key:encrypt(nonce, associated_data, plaintext) -> base64 */
-static int aead_encrypt(lua_State *L)
+/* The shape of wxp_aead_encrypt and wxp_aead_decrypt. */
+typedef wxp_status (*aead_fn)(const unsigned char *key, size_t key_len,
+                              const char *nonce, size_t nonce_len,
+                              const char *aad, size_t aad_len,
+                              const char *in, size_t len, wxp_buf *out,
+                              char *errbuf);
+
+
+/*
+ * Runs fn on the arguments (self, nonce, associated_data, input) and
+ * pushes its output from a box of kind box_kind, or nil and a message.
+ */
+static int aead_call(lua_State *L, aead_fn fn, lwxp_box_kind box_kind)
 {
   l_aead *a = check_aead(L, 1);
   size_t nonce_len;
@@ -443,38 +454,30 @@ static int aead_encrypt(lua_State *L)
   size_t len;
   const char *nonce = luaL_checklstring(L, 2, &nonce_len);
   const char *aad = luaL_optlstring(L, 3, "", &aad_len);
-  const char *plain = luaL_checklstring(L, 4, &len);
-  lwxp_box *box = lwxp_newbox(L, LWXP_BOX_BUF);
+  const char *in = luaL_checklstring(L, 4, &len);
+  lwxp_box *box = lwxp_newbox(L, box_kind);
   char errbuf[WXP_ERRBUF_SIZE] = "";
   wxp_status rc;
 
-  rc = wxp_aead_encrypt(a->key, a->len, nonce, nonce_len, aad, aad_len,
-                        plain, len, &box->buf, errbuf);
+  rc = fn(a->key, a->len, nonce, nonce_len, aad, aad_len, in, len,
+          &box->buf, errbuf);
   if (rc != WXP_OK)
     return push_failure(L, rc, errbuf);
   return push_box(L, box);
 }
 
 
+/* key:encrypt(nonce, associated_data, plaintext) -> base64 */
+static int aead_encrypt(lua_State *L)
+{
+  return aead_call(L, wxp_aead_encrypt, LWXP_BOX_BUF);
+}
+
+
 /* key:decrypt(nonce, associated_data, base64) -> plaintext | nil, msg */
 static int aead_decrypt(lua_State *L)
 {
-  l_aead *a = check_aead(L, 1);
-  size_t nonce_len;
-  size_t aad_len;
-  size_t len;
-  const char *nonce = luaL_checklstring(L, 2, &nonce_len);
-  const char *aad = luaL_optlstring(L, 3, "", &aad_len);
-  const char *cipher = luaL_checklstring(L, 4, &len);
-  lwxp_box *box = lwxp_newbox(L, LWXP_BOX_SECRET);
-  char errbuf[WXP_ERRBUF_SIZE] = "";
-  wxp_status rc;
-
-  rc = wxp_aead_decrypt(a->key, a->len, nonce, nonce_len, aad, aad_len,
-                        cipher, len, &box->buf, errbuf);
-  if (rc != WXP_OK)
-    return push_failure(L, rc, errbuf);
-  return push_box(L, box);
+  return aead_call(L, wxp_aead_decrypt, LWXP_BOX_SECRET);
 }
 
 
