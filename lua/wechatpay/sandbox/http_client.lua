@@ -19,18 +19,8 @@ local MAX_URL_BYTES = 2048
 local MAX_HEAD_BYTES = 16 * 1024
 local READ_CHUNK = 16 * 1024
 
--- Socket errors come back as values (an errno number) instead of being
--- raised, as in http_server.lua.
-local function return_error(_, _, err)
-    return err
-end
-
-local function describe_error(err)
-    if type(err) == "number" then
-        return errno.strerror(err)
-    end
-    return tostring(err)
-end
+local return_error = util.return_socket_error
+local describe_error = util.describe_socket_error
 
 -- Splits the authority into the host as written and the port.  Returns
 -- them, or nil and a message.

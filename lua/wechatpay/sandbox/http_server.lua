@@ -41,18 +41,8 @@ local REASONS = {
     [505] = "HTTP Version Not Supported",
 }
 
--- Socket errors come back as values (an errno number) instead of being
--- raised, so one broken connection cannot unwind the server.
-local function return_error(_, _, why)
-    return why
-end
-
-local function describe_error(err)
-    if type(err) == "number" then
-        return errno.strerror(err)
-    end
-    return tostring(err)
-end
+local return_error = util.return_socket_error
+local describe_error = util.describe_socket_error
 
 -- Creates a server.  opts: host, port, tls_context (a luaossl SSL
 -- context, or nil for plain http), handler(request) -> response,

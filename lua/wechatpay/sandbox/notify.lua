@@ -231,13 +231,7 @@ function _M.build(request, keys, now)
         draft.nonce, draft.body))
     apply_stage(fault, "headers", draft)
 
-    local omit = draft.omit or {}
-    local headers = {}
-    local function add(name, value)
-        if not omit[name:lower()] then
-            headers[#headers + 1] = { name, value }
-        end
-    end
+    local headers, add = util.header_list(draft.omit)
     add("Host", request.url.authority)
     add("User-Agent", USER_AGENT)
     add("Content-Type", "application/json")

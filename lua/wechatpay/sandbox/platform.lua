@@ -395,13 +395,7 @@ end
 
 -- Builds the final headers of a signed response from the draft.
 local function signed_headers(draft)
-    local omit = draft.omit or {}
-    local headers = {}
-    local function add(name, value)
-        if not omit[name:lower()] then
-            headers[#headers + 1] = { name, value }
-        end
-    end
+    local headers, add = util.header_list(draft.omit)
     if draft.body ~= "" then
         add("Content-Type", draft.content_type or "application/json")
     end

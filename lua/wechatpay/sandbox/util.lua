@@ -1,6 +1,8 @@
 -- Small helpers shared by the sandbox modules: random text, base64,
--- percent-decoding, time formats, loopback addresses and files.
+-- percent-decoding, time formats, loopback addresses, files and socket
+-- errors.
 local core = require("wechatpay.core")
+local errno = require("cqueues.errno")
 
 local byte = string.byte
 local char = string.char
@@ -206,6 +208,35 @@ function _M.write_file_atomic(path, data, private)
         return nil, "cannot rename " .. temporary .. " to " .. path .. ": " .. tostring(err)
     end
     return true
+end
+
+-- Returns an empty header list ({ name, value } pairs in sending order)
+-- and a function add(name, value) that appends to it, except for the
+-- names in omit (lower-case keys), which a fault may drop.
+function _M.header_list(omit)
+    local headers = {}
+    local function add(name, value)
+        if not (omit and omit[name:lower()]) then
+            headers[#headers + 1] = { name, value }
+        end
+    end
+    return headers, add
+end
+
+-- An onerror handler for cqueues sockets: errors come back as values (an
+-- errno number) instead of being raised, so one broken connection cannot
+-- unwind a server or a caller.
+function _M.return_socket_error(_, _, err)
+    return err
+end
+
+-- Describes a socket error: an errno number as its text, anything else
+-- as a string.
+function _M.describe_socket_error(err)
+    if type(err) == "number" then
+        return errno.strerror(err)
+    end
+    return tostring(err)
 end
 
 return _M
