@@ -922,14 +922,16 @@ describe("resty.wechatpay in nginx", function()
                 local _, dict_err = new_client("certificate", { shared_dict = "nosuch" })
                 local _, pool_err = new_client("certificate", { pool_size = 0 })
                 local _, keep_err = new_client("certificate", { keepalive_timeout = "1" })
+                local _, nan_err = new_client("certificate", { keepalive_timeout = 0 / 0 })
                 local _, unknown_err = new_client("certificate", { pool = 3 })
                 return { dict = dict_err, pool = pool_err, keep = keep_err,
-                    unknown = unknown_err }
+                    nan = nan_err, unknown = unknown_err }
             ]])
             assert.equals("shared_dict", result.dict.field)
             assert.matches("nosuch", result.dict.message)
             assert.equals("pool_size", result.pool.field)
             assert.equals("keepalive_timeout", result.keep.field)
+            assert.equals("keepalive_timeout", result.nan.field)
             assert.equals("pool", result.unknown.field)
         end)
 
