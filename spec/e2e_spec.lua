@@ -293,16 +293,7 @@ describe("verification failures against the sandbox", function()
 end)
 
 describe("network failures against the sandbox", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "public_key" })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "public_key" })
 
     after_each(function()
         sandbox.control("DELETE", "/sandbox/faults")
@@ -384,16 +375,7 @@ describe("network failures against the sandbox", function()
 end)
 
 describe("one deadline for a whole call", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "certificate" })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "certificate" })
 
     it("covers the certificate download and the request together", function()
         -- Each part alone fits the 1.5 s deadline; both together do not.
@@ -412,16 +394,7 @@ describe("one deadline for a whole call", function()
 end)
 
 describe("the process around the client", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "public_key" })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "public_key" })
 
     -- Counts the TCP sockets a child process inherits: its open sockets
     -- whose inode is in the kernel's TCP tables.
@@ -489,16 +462,7 @@ describe("the process around the client", function()
 end)
 
 describe("configuration mismatches against the sandbox", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "public_key" })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "public_key" })
 
     it("tells a public-key merchant to configure the public key", function()
         local client = assert(wechatpay.new(helper.client_options(sandbox, {
@@ -536,16 +500,7 @@ describe("configuration mismatches against the sandbox", function()
 end)
 
 describe("certificate mode with a wrong APIv3 key", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "certificate" })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "certificate" })
 
     it("fails with a decrypt error naming the APIv3 key", function()
         local client = assert(wechatpay.new(helper.client_options(sandbox, {
@@ -559,16 +514,7 @@ describe("certificate mode with a wrong APIv3 key", function()
 end)
 
 describe("TLS against the sandbox", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "public_key", tls = true })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "public_key", tls = true })
 
     it("works with the sandbox's CA", function()
         local client = assert(wechatpay.new(helper.client_options(sandbox)))

@@ -177,6 +177,27 @@ function helper.start_sandbox(opts)
     return handle
 end
 
+-- Starts a sandbox (opts as for start_sandbox) before the tests of the
+-- enclosing describe block and stops it after them.  Returns the handle,
+-- whose fields are filled in once the block's setup has run.
+function helper.use_sandbox(opts)
+    local busted = require("busted")
+    local handle = {}
+    busted.setup(function()
+        for key, value in pairs(helper.start_sandbox(opts)) do
+            handle[key] = value
+        end
+    end)
+    busted.teardown(function()
+        -- stop is missing when the sandbox failed to start.
+        if handle.stop then
+            handle.stop()
+        end
+        helper.cleanup()
+    end)
+    return handle
+end
+
 -- Client options for a sandbox handle, merged with extra, where false
 -- removes an option.
 function helper.client_options(sandbox, extra)

@@ -143,16 +143,7 @@ describe("certificate rotation against the sandbox", function()
 end)
 
 describe("a merchant without platform certificates", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "public_key" })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "public_key" })
 
     it("gets one config error and no retry loop", function()
         local client = assert(wechatpay.new(helper.client_options(sandbox, {

@@ -13,16 +13,7 @@ local function guide_fields(userid)
 end
 
 describe("retries", function()
-    local sandbox
-
-    setup(function()
-        sandbox = helper.start_sandbox({ mode = "public_key" })
-    end)
-
-    teardown(function()
-        sandbox.stop()
-        helper.cleanup()
-    end)
+    local sandbox = helper.use_sandbox({ mode = "public_key" })
 
     before_each(function()
         sandbox.control("POST", "/sandbox/reset")
