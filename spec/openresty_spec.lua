@@ -965,37 +965,28 @@ describe("resty.wechatpay in nginx", function()
 
         it("refuses the server under another CA", function()
             -- Its own pool: a pooled connection from /run was verified
-            -- under the sandbox CA already.
+            -- under the sandbox CA already.  On loopback about one
+            -- handshake in a hundred completes in its first call
+            -- (measured), a case that most runs of 300 attempts reach.
             local result = nginx.run_untrusted([[
                 local transport = require("wechatpay.transport.cosocket").new({
                     pool = "untrusted" })
                 local client = assert(new_client("tls", { retries = 0,
                     transport = function(req) return transport:send(req) end }))
-                local page, err = client:query_guides({ store_id = 1234 })
-                return { err = err }
+                local first
+                local reasons = {}
+                for _ = 1, 300 do
+                    local _, err = client:query_guides({ store_id = 1234 })
+                    first = first or err
+                    local reason = err and err.reason or "none"
+                    reasons[reason] = (reasons[reason] or 0) + 1
+                end
+                return { err = first, reasons = reasons }
             ]])
             assert.equals("network", result.err.kind)
             assert.equals("tls", result.err.reason, result.err.message)
             assert.is_false(result.err.sent)
-        end)
-
-        it("rejects a handshake completed in one call", function()
-            -- On loopback about one handshake in a hundred completes in
-            -- its first call (measured), so most runs of 300 attempts reach it.
-            local result = nginx.run_untrusted([[
-                local transport = require("wechatpay.transport.cosocket").new({
-                    pool = "untrusted-many" })
-                local client = assert(new_client("tls", { retries = 0,
-                    transport = function(req) return transport:send(req) end }))
-                local reasons = {}
-                for _ = 1, 300 do
-                    local _, err = client:query_guides({ store_id = 1234 })
-                    local reason = err and err.reason or "none"
-                    reasons[reason] = (reasons[reason] or 0) + 1
-                end
-                return reasons
-            ]])
-            assert.same({ tls = 300 }, result)
+            assert.same({ tls = 300 }, result.reasons)
         end)
     end)
 
