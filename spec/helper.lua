@@ -198,6 +198,24 @@ function helper.use_sandbox(opts)
     return handle
 end
 
+-- Returns the entries of a sandbox's request log whose target starts
+-- with prefix, oldest first.
+function helper.requests_to(sandbox, prefix)
+    local found = {}
+    for _, entry in ipairs(sandbox.control("GET", "/sandbox/requests")) do
+        if entry.target:sub(1, #prefix) == prefix then
+            found[#found + 1] = entry
+        end
+    end
+    return found
+end
+
+-- Returns the newest entry of a sandbox's request log.
+function helper.last_request(sandbox)
+    local log = sandbox.control("GET", "/sandbox/requests")
+    return log[#log]
+end
+
 -- Client options for a sandbox handle, merged with extra, where false
 -- removes an option.
 function helper.client_options(sandbox, extra)
