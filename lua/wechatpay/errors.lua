@@ -98,7 +98,7 @@ local NETWORK_REASONS = {
 }
 
 -- Creates the network error of a failed request.  reason is one of the
--- keys above, and sent tells whether any of the request went out.
+-- keys above, and sent is true when any of the request went out.
 function _M.network(req, reason, message, sent)
     return _M.new("network", string.format("%s %s: %s: %s", req.method,
         req.url, NETWORK_REASONS[reason] or reason, message),

@@ -223,9 +223,9 @@ function _M.header_list(omit)
     return headers, add
 end
 
--- An onerror handler for cqueues sockets: errors come back as values (an
--- errno number) instead of being raised, so one broken connection cannot
--- unwind a server or a caller.
+-- Returns a socket error as a value (an errno number) instead of raising
+-- it, so that one broken connection cannot unwind a server.  It is an
+-- onerror handler for cqueues sockets.
 function _M.return_socket_error(_, _, err)
     return err
 end
